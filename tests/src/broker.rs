@@ -43,20 +43,32 @@ pub struct TestTopic {
 
 impl TestTopic {
     /// Creates `it_<label>_<unique>` with `partitions` partitions and waits for the broker's answer.
-    pub async fn create(lab: &Lab, label: &str, partitions: i32) -> Result<TestTopic, HarnessError> {
+    pub async fn create(
+        lab: &Lab,
+        label: &str,
+        partitions: i32,
+    ) -> Result<TestTopic, HarnessError> {
         let name = unique_name(&format!("it_{label}"));
         let admin = admin_client(lab.broker())?;
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let results = admin
-            .create_topics(&[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))], &options)
+            .create_topics(
+                &[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))],
+                &options,
+            )
             .await
             .map_err(HarnessError::kafka(format!("create topic {name}")))?;
         for result in results {
             result.map_err(|(topic, code)| {
-                HarnessError::Other(format!("the broker refused to create topic {topic}: {code}"))
+                HarnessError::Other(format!(
+                    "the broker refused to create topic {topic}: {code}"
+                ))
             })?;
         }
-        Ok(TestTopic { name, broker: lab.broker().to_owned() })
+        Ok(TestTopic {
+            name,
+            broker: lab.broker().to_owned(),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -84,7 +96,10 @@ impl Drop for TestTopic {
             rt.block_on(async {
                 let admin = admin_client(&broker).map_err(|e| e.to_string())?;
                 let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-                admin.delete_topics(&[&name], &options).await.map_err(|e| e.to_string())?;
+                admin
+                    .delete_topics(&[&name], &options)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok(())
             })
         })

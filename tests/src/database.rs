@@ -20,7 +20,10 @@ impl Region {
     pub async fn connect_to(&self, dbname: &str) -> Result<Client, HarnessError> {
         let (client, connection) = tokio_postgres::connect(&self.conninfo(dbname), NoTls)
             .await
-            .map_err(HarnessError::pg(format!("connect to {dbname} in region {}", self.name)))?;
+            .map_err(HarnessError::pg(format!(
+                "connect to {dbname} in region {}",
+                self.name
+            )))?;
         tokio::spawn(async move {
             // The connection ends when the client drops or the database goes; both are normal here.
             let _ = connection.await;
@@ -33,10 +36,16 @@ impl Region {
         let name = unique_name(&format!("it_{label}"));
         let admin = self.connect_to("postgres").await?;
         admin
-            .batch_execute(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{}\"", self.template))
+            .batch_execute(&format!(
+                "CREATE DATABASE \"{name}\" TEMPLATE \"{}\"",
+                self.template
+            ))
             .await
             .map_err(HarnessError::pg(format!("create database {name}")))?;
-        Ok(TestDb { region: self.clone(), name })
+        Ok(TestDb {
+            region: self.clone(),
+            name,
+        })
     }
 }
 
@@ -83,7 +92,10 @@ impl TestDb {
                 )
                 .await;
             let left: i64 = admin
-                .query_one("SELECT count(*) FROM pg_replication_slots WHERE database = $1", &[&name])
+                .query_one(
+                    "SELECT count(*) FROM pg_replication_slots WHERE database = $1",
+                    &[&name],
+                )
                 .await
                 .map_err(HarnessError::pg("count slots"))?
                 .get(0);
@@ -92,7 +104,9 @@ impl TestDb {
             }
             if attempt == 49 {
                 dropped.map_err(HarnessError::pg(format!("drop slots of {name}")))?;
-                return Err(HarnessError::Other(format!("{left} slot(s) of {name} would not drop")));
+                return Err(HarnessError::Other(format!(
+                    "{left} slot(s) of {name} would not drop"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -111,9 +125,13 @@ impl Drop for TestDb {
         let region = self.region.clone();
         let name = std::mem::take(&mut self.name);
         let outcome = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
             match runtime {
-                Ok(rt) => rt.block_on(TestDb::drop_everything(&region, &name)).map_err(|e| e.to_string()),
+                Ok(rt) => rt
+                    .block_on(TestDb::drop_everything(&region, &name))
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             }
         })

@@ -33,7 +33,9 @@ impl HarnessError {
         move |source| Self::Postgres { context, source }
     }
 
-    pub(crate) fn kafka(context: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> Self {
+    pub(crate) fn kafka(
+        context: impl Into<String>,
+    ) -> impl FnOnce(rdkafka::error::KafkaError) -> Self {
         let context = context.into();
         move |source| Self::Kafka { context, source }
     }

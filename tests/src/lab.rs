@@ -32,23 +32,31 @@ impl Lab {
         static LAB: OnceLock<Result<Lab, String>> = OnceLock::new();
         LAB.get_or_init(Lab::load)
             .as_ref()
-            .map_err(|reason| HarnessError::LabNotUp { reason: reason.clone() })
+            .map_err(|reason| HarnessError::LabNotUp {
+                reason: reason.clone(),
+            })
     }
 
     fn load() -> Result<Lab, String> {
-        let path = std::env::var_os("REPLICATOR_LAB_ENV").map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.work/lab-test/lab.env")
-        });
+        let path = std::env::var_os("REPLICATOR_LAB_ENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.work/lab-test/lab.env")
+            });
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let vars = parse_env(&text);
         let get = |key: &str| {
-            vars.get(key).cloned().ok_or_else(|| format!("{} has no {key}", path.display()))
+            vars.get(key)
+                .cloned()
+                .ok_or_else(|| format!("{} has no {key}", path.display()))
         };
         let mut regions = Vec::new();
         for name in get("LAB_REGIONS")?.split(',').filter(|r| !r.is_empty()) {
             let port_key = format!("LAB_PG_PORT_{}", name.to_ascii_uppercase());
-            let port = get(&port_key)?.parse().map_err(|e| format!("{port_key}: {e}"))?;
+            let port = get(&port_key)?
+                .parse()
+                .map_err(|e| format!("{port_key}: {e}"))?;
             regions.push(Region {
                 name: name.to_owned(),
                 host: get("LAB_PG_HOST")?,
@@ -58,7 +66,10 @@ impl Lab {
                 template: get("LAB_TEMPLATE_DB")?,
             });
         }
-        Ok(Lab { regions, broker: get("LAB_BROKER")? })
+        Ok(Lab {
+            regions,
+            broker: get("LAB_BROKER")?,
+        })
     }
 
     /// Every region, in the order the lab was brought up.
@@ -119,7 +130,10 @@ mod tests {
     fn parses_the_env_file_dev_lab_writes() {
         let vars = parse_env("# comment\nLAB_REGIONS=us,eu\nLAB_BROKER=127.0.0.1:1\n\n");
         assert_eq!(vars.get("LAB_REGIONS").map(String::as_str), Some("us,eu"));
-        assert_eq!(vars.get("LAB_BROKER").map(String::as_str), Some("127.0.0.1:1"));
+        assert_eq!(
+            vars.get("LAB_BROKER").map(String::as_str),
+            Some("127.0.0.1:1")
+        );
         assert_eq!(vars.len(), 2);
     }
 }

@@ -32,12 +32,24 @@ pub fn unique_name(prefix: &str) -> String {
     let random = uuid::Uuid::new_v4().simple().to_string();
     let prefix: String = prefix
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .take(20)
         .collect();
-    format!("{prefix}_{}_{seq}_{}", std::process::id(), random.get(..8).unwrap_or("0"))
+    format!(
+        "{prefix}_{}_{seq}_{}",
+        std::process::id(),
+        random.get(..8).unwrap_or("0")
+    )
 }
 
 /// The integration-test fixture: Superset 6.1's real metadata schema (pg_dump, schema only).
-pub const SUPERSET_SCHEMA_FIXTURE: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/superset-6.1-metadata-schema.sql");
+pub const SUPERSET_SCHEMA_FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/superset-6.1-metadata-schema.sql"
+);

@@ -9,7 +9,11 @@ use crate::HarnessError;
 
 /// Polls `probe` until it yields `Some`, or fails with [`HarnessError::Timeout`] naming `what`.
 /// A probe error is not retried: it ends the wait and fails the test.
-pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<T, HarnessError>
+pub async fn wait_until<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut probe: F,
+) -> Result<T, HarnessError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>, HarnessError>>,
@@ -22,7 +26,10 @@ where
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(HarnessError::Timeout { what: what.to_owned(), after: timeout });
+            return Err(HarnessError::Timeout {
+                what: what.to_owned(),
+                after: timeout,
+            });
         }
         tokio::time::sleep(pause.min(deadline - now)).await;
         pause = (pause * 2).min(Duration::from_millis(250));

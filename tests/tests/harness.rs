@@ -6,7 +6,9 @@ use std::error::Error;
 use std::time::Duration;
 
 use bytes::Bytes;
-use harness::{consumer_config, producer_config, unique_name, wait_until, HarnessError, Lab, TestTopic};
+use harness::{
+    consumer_config, producer_config, unique_name, wait_until, HarnessError, Lab, TestTopic,
+};
 use pgoutput::{ColumnValue, LogicalMessage, ProtocolVersion, RelationCache, StreamDecoder};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -17,9 +19,23 @@ type TestResult = Result<(), Box<dyn Error>>;
 /// Superset 6.1 has 54 tables in `public` (facts file §1); these are the ones replication cares
 /// most about, including the two without a primary key.
 const SOME_SUPERSET_TABLES: &[&str] = &[
-    "dashboards", "slices", "tables", "table_columns", "sql_metrics", "dbs", "dashboard_slices",
-    "dashboard_user", "embedded_dashboards", "user_favorite_tag", "tag", "tagged_object", "themes",
-    "ab_user", "ab_role", "key_value", "report_schedule",
+    "dashboards",
+    "slices",
+    "tables",
+    "table_columns",
+    "sql_metrics",
+    "dbs",
+    "dashboard_slices",
+    "dashboard_user",
+    "embedded_dashboards",
+    "user_favorite_tag",
+    "tag",
+    "tagged_object",
+    "themes",
+    "ab_user",
+    "ab_role",
+    "key_value",
+    "report_schedule",
 ];
 
 #[tokio::test]
@@ -41,7 +57,11 @@ async fn every_region_gives_a_test_its_own_superset_database() -> TestResult {
             .collect();
         assert_eq!(tables.len(), 54, "region {}: {tables:?}", region.name());
         for wanted in SOME_SUPERSET_TABLES {
-            assert!(tables.iter().any(|t| t == wanted), "region {} lacks {wanted}", region.name());
+            assert!(
+                tables.iter().any(|t| t == wanted),
+                "region {} lacks {wanted}",
+                region.name()
+            );
         }
         let no_pk: i64 = client
             .query_one(
@@ -53,7 +73,10 @@ async fn every_region_gives_a_test_its_own_superset_database() -> TestResult {
             )
             .await?
             .get(0);
-        assert_eq!(no_pk, 2, "embedded_dashboards and user_favorite_tag have no primary key");
+        assert_eq!(
+            no_pk, 2,
+            "embedded_dashboards and user_favorite_tag have no primary key"
+        );
         let wal_level: String = client.query_one("SHOW wal_level", &[]).await?.get(0);
         assert_eq!(wal_level, "logical");
     }
@@ -69,23 +92,50 @@ async fn test_databases_are_isolated_and_dropped_with_their_slots() -> TestResul
     assert_ne!(first.name(), second.name());
 
     let a = first.connect().await?;
-    a.execute("INSERT INTO dashboards (dashboard_title, uuid) VALUES ('only in a', gen_random_uuid())", &[])
-        .await?;
+    a.execute(
+        "INSERT INTO dashboards (dashboard_title, uuid) VALUES ('only in a', gen_random_uuid())",
+        &[],
+    )
+    .await?;
     let slot = first.unique_name("slot");
-    a.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot]).await?;
+    a.execute(
+        "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+        &[&slot],
+    )
+    .await?;
     let b = second.connect().await?;
-    let in_b: i64 = b.query_one("SELECT count(*) FROM dashboards", &[]).await?.get(0);
-    assert_eq!(in_b, 0, "a row written in one test database is invisible in another");
+    let in_b: i64 = b
+        .query_one("SELECT count(*) FROM dashboards", &[])
+        .await?
+        .get(0);
+    assert_eq!(
+        in_b, 0,
+        "a row written in one test database is invisible in another"
+    );
 
     let name = first.name().to_owned();
     drop(a);
     drop(first);
     let admin = region.connect_to("postgres").await?;
-    let dbs: i64 =
-        admin.query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[&name]).await?.get(0);
-    let slots: i64 =
-        admin.query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", &[&slot]).await?.get(0);
-    assert_eq!((dbs, slots), (0, 0), "dropping the handle drops the database and its slot");
+    let dbs: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .await?
+        .get(0);
+    let slots: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?
+        .get(0);
+    assert_eq!(
+        (dbs, slots),
+        (0, 0),
+        "dropping the handle drops the database and its slot"
+    );
     Ok(())
 }
 
@@ -95,28 +145,44 @@ async fn a_pgoutput_slot_can_be_created_and_read() -> TestResult {
     let db = lab.region("eu")?.fresh_db("slot").await?;
     let client = db.connect().await?;
     let (slot, publication) = (db.unique_name("slot"), db.unique_name("pub"));
-    client.batch_execute(&format!("CREATE PUBLICATION {publication} FOR TABLE dashboards")).await?;
-    client.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot]).await?;
     client
-        .execute("INSERT INTO dashboards (dashboard_title, uuid) VALUES ('Sales', gen_random_uuid())", &[])
+        .batch_execute(&format!(
+            "CREATE PUBLICATION {publication} FOR TABLE dashboards"
+        ))
+        .await?;
+    client
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
+        .await?;
+    client
+        .execute(
+            "INSERT INTO dashboards (dashboard_title, uuid) VALUES ('Sales', gen_random_uuid())",
+            &[],
+        )
         .await?;
 
-    let payloads: Vec<Vec<u8>> = wait_until("the insert to reach the slot", Duration::from_secs(30), || {
-        let client = &client;
-        let (slot, publication) = (&slot, &publication);
-        async move {
-            let rows = client
-                .query(
-                    "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL,
+    let payloads: Vec<Vec<u8>> = wait_until(
+        "the insert to reach the slot",
+        Duration::from_secs(30),
+        || {
+            let client = &client;
+            let (slot, publication) = (&slot, &publication);
+            async move {
+                let rows = client
+                    .query(
+                        "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL,
                        'proto_version', '1', 'publication_names', $2)",
-                    &[slot, publication],
-                )
-                .await
-                .map_err(|e| HarnessError::Other(e.to_string()))?;
-            let payloads: Vec<Vec<u8>> = rows.iter().map(|r| r.get(0)).collect();
-            Ok((!payloads.is_empty()).then_some(payloads))
-        }
-    })
+                        &[slot, publication],
+                    )
+                    .await
+                    .map_err(|e| HarnessError::Other(e.to_string()))?;
+                let payloads: Vec<Vec<u8>> = rows.iter().map(|r| r.get(0)).collect();
+                Ok((!payloads.is_empty()).then_some(payloads))
+            }
+        },
+    )
     .await?;
 
     let mut decoder = StreamDecoder::new(ProtocolVersion::V1);
@@ -152,7 +218,9 @@ async fn a_record_round_trips_through_the_broker_with_a_committed_offset() -> Te
     let producer: FutureProducer = producer_config(lab).create()?;
     let delivery = producer
         .send(
-            FutureRecord::to(topic.name()).key("entity-uuid").payload("hello from us"),
+            FutureRecord::to(topic.name())
+                .key("entity-uuid")
+                .payload("hello from us"),
             Duration::from_secs(30),
         )
         .await
@@ -175,7 +243,9 @@ async fn a_record_round_trips_through_the_broker_with_a_committed_offset() -> Te
     let mut wanted = TopicPartitionList::new();
     wanted.add_partition(topic.name(), 0);
     let committed = checker.committed_offsets(wanted, Duration::from_secs(30))?;
-    let position = committed.find_partition(topic.name(), 0).map(|p| p.offset());
+    let position = committed
+        .find_partition(topic.name(), 0)
+        .map(|p| p.offset());
     drop(committed);
     assert_eq!(position, Some(Offset::Offset(offset + 1)));
     close_off_runtime(consumer).await;

@@ -1,0 +1,140 @@
+//! The regional metadata database the sidecar works on: where it is, and a connection to it.
+//!
+//! **Contract.** A [`DatabaseUrl`] is parsed from a libpq `key=value` string or a `postgresql://`
+//! url. It never shows its password: [`Display`](std::fmt::Display) and [`Debug`] print the target
+//! as `user@host:port/dbname`, which is what every log line and error message uses. Like libpq,
+//! a password missing from the url is taken from `PGPASSWORD`.
+//!
+//! Connections are plain TCP or Unix sockets (no TLS support is linked in yet): `sslmode=require`
+//! fails to connect, the default `prefer` falls back to plain.
+
+use std::fmt;
+use std::str::FromStr;
+
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::error::{Error, Result};
+
+/// Where the metadata database is, with its credentials.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    config: Config,
+}
+
+impl DatabaseUrl {
+    /// Parses `text`; when it holds no password and `PGPASSWORD` is set, uses that.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut config =
+            Config::from_str(text).map_err(|source| Error::InvalidDatabaseUrl { source })?;
+        if config.get_password().is_none() {
+            if let Ok(password) = std::env::var("PGPASSWORD") {
+                config.password(password);
+            }
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("replicator");
+        }
+        Ok(DatabaseUrl { config })
+    }
+
+    /// The target without credentials: `user@host:port/dbname`.
+    pub fn redacted(&self) -> String {
+        let host = self
+            .config
+            .get_hosts()
+            .iter()
+            .map(|host| match host {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let ports = self
+            .config
+            .get_ports()
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let user = self.config.get_user().unwrap_or("(default user)");
+        let dbname = self.config.get_dbname().unwrap_or("(default database)");
+        let host = if host.is_empty() {
+            "localhost".to_owned()
+        } else {
+            host
+        };
+        let port = if ports.is_empty() {
+            String::new()
+        } else {
+            format!(":{ports}")
+        };
+        format!("{user}@{host}{port}/{dbname}")
+    }
+
+    /// Connects; the connection's driver runs as a task on the current runtime and ends when the
+    /// client is dropped.
+    pub async fn connect(&self) -> Result<Client> {
+        let (client, connection) =
+            self.config
+                .connect(NoTls)
+                .await
+                .map_err(|source| Error::Connect {
+                    target: self.redacted(),
+                    source,
+                })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::warn!(%error, "the database connection ended with an error");
+            }
+        });
+        Ok(client)
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        DatabaseUrl::parse(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_never_shows_its_password() {
+        for text in [
+            "postgresql://alice:s3cr3t-pw@db.internal:5433/superset",
+            "host=db.internal port=5433 user=alice password=s3cr3t-pw dbname=superset",
+        ] {
+            let url = DatabaseUrl::parse(text).expect("valid");
+            for shown in [url.to_string(), format!("{url:?}"), url.redacted()] {
+                assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+                assert_eq!(url.redacted(), "alice@db.internal:5433/superset");
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_url_is_an_operator_error_without_the_text() {
+        let error = DatabaseUrl::parse("host=x password=s3cr3t-pw sslmode=bogus").expect_err("bad");
+        assert_eq!(error.action(), crate::Action::Operator);
+        let chain = format!("{error} {:?}", std::error::Error::source(&error));
+        assert!(!chain.contains("s3cr3t-pw"), "{chain}");
+    }
+}

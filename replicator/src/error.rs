@@ -1,0 +1,205 @@
+//! The replicator library's one error type.
+//!
+//! Every variant carries what an operator needs: the message says what is wrong, [`Error::hint`]
+//! says what to do about it, and [`Error::action`] says who acts: retry by itself ([`Action::Retry`]),
+//! a person must change something ([`Action::Operator`]), or the replicator itself is wrong
+//! ([`Action::Fatal`]). The source chain is kept (`#[source]`), so logs show the PostgreSQL error
+//! under ours. No message ever contains a password: connection targets are shown redacted.
+
+use tokio_postgres::error::SqlState;
+
+/// Who has to act on an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Transient (connection lost, lock busy): trying again later may succeed.
+    Retry,
+    /// Configuration or database state that a person must fix; retrying will not help.
+    Operator,
+    /// A bug or a broken invariant of the replicator itself.
+    Fatal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid {kind} name {name:?}")]
+    InvalidName { kind: &'static str, name: String },
+
+    #[error("invalid database url (libpq `key=value` string or `postgresql://` url expected)")]
+    InvalidDatabaseUrl {
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    #[error("cannot connect to {target}")]
+    Connect {
+        target: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    #[error("postgres: {context}")]
+    Postgres {
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    #[error("another `replicator setup` is running against this database")]
+    SetupBusy,
+
+    #[error("this database belongs to region {stored:?}; it cannot become region {requested:?}")]
+    RegionMismatch { stored: String, requested: String },
+
+    #[error("schema `replicator` exists but was not created by `replicator setup` (it has no schema_migrations)")]
+    ForeignSchema,
+
+    #[error("migration {version} ({name}) differs from the one applied to this database")]
+    MigrationChanged { version: i32, name: String },
+
+    #[error("this database has replicator schema version {found}, newer than this binary knows ({known})")]
+    SchemaTooNew { found: i32, known: i32 },
+
+    #[error("table public.{table} is in the table policy but not in this database")]
+    MissingTable { table: String },
+
+    #[error(
+        "column public.{table}.{column} is named by the table policy but not in this database"
+    )]
+    MissingColumn { table: String, column: String },
+
+    #[error("publication {publication} publishes all tables")]
+    PublicationForAllTables { publication: String },
+
+    #[error("replication slot {slot} uses plugin {plugin:?}, not pgoutput")]
+    SlotPlugin { slot: String, plugin: String },
+
+    #[error("replication slot {slot} belongs to database {database:?}, not this one")]
+    SlotElsewhere { slot: String, database: String },
+
+    #[error("wal_level is {wal_level:?}; logical replication needs \"logical\"")]
+    WalLevel { wal_level: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A wrapper for `map_err` that names what was being done.
+    pub(crate) fn pg(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Self {
+        let context = context.into();
+        move |source| Error::Postgres { context, source }
+    }
+
+    /// What the operator should do.
+    pub fn hint(&self) -> String {
+        match self {
+            Error::InvalidName { .. } => {
+                "use 1 to 63 characters from a-z, 0-9 and `_`, starting with a letter or `_`".into()
+            }
+            Error::InvalidDatabaseUrl { .. } => {
+                "e.g. `host=db.internal dbname=superset user=replicator` or `postgresql://replicator@db.internal/superset`; give a password through PGPASSWORD or REPLICATOR_DATABASE_URL, not on the command line".into()
+            }
+            Error::Connect { .. } => {
+                "check that the database is up and reachable, and the user, password and dbname".into()
+            }
+            Error::Postgres { source, .. } => match source.code() {
+                Some(code) if *code == SqlState::INSUFFICIENT_PRIVILEGE => {
+                    "setup must run as the owner of Superset's tables, with the REPLICATION attribute (or as a superuser)".into()
+                }
+                Some(code) if *code == SqlState::LOCK_NOT_AVAILABLE => {
+                    "a table was locked by a long transaction; run setup again when Superset is quieter".into()
+                }
+                _ => "see the PostgreSQL error below; setup is idempotent and can be run again once it is fixed".into(),
+            },
+            Error::SetupBusy => "wait for the other setup to finish, then run setup again".into(),
+            Error::RegionMismatch { stored, .. } => format!(
+                "a region id is inside every version a region writes, so it never changes: run this sidecar with `--region {stored}`, or set up a new database for the new region"
+            ),
+            Error::ForeignSchema => {
+                "rename or drop that schema (it is not ours), then run setup again".into()
+            }
+            Error::MigrationChanged { .. } => {
+                "this binary's migrations do not match the database's history: use the replicator release that set it up, or restore the schema from a backup".into()
+            }
+            Error::SchemaTooNew { .. } => {
+                "a newer replicator has set up this database: upgrade this binary".into()
+            }
+            Error::MissingTable { .. } | Error::MissingColumn { .. } => {
+                "this database is not Superset 6.1's schema: run `superset db upgrade`, or use a replicator built for this Superset version".into()
+            }
+            Error::PublicationForAllTables { .. } => {
+                "choose another `--publication` name, or drop that publication if nothing uses it".into()
+            }
+            Error::SlotPlugin { .. } | Error::SlotElsewhere { .. } => {
+                "choose another `--slot` name, or drop that slot if nothing uses it (`SELECT pg_drop_replication_slot(...)`)".into()
+            }
+            Error::WalLevel { .. } => {
+                "set `wal_level = logical` in postgresql.conf and restart PostgreSQL".into()
+            }
+        }
+    }
+
+    /// Who acts on this error.
+    pub fn action(&self) -> Action {
+        match self {
+            Error::InvalidName { .. }
+            | Error::InvalidDatabaseUrl { .. }
+            | Error::RegionMismatch { .. }
+            | Error::ForeignSchema
+            | Error::SchemaTooNew { .. }
+            | Error::MissingTable { .. }
+            | Error::MissingColumn { .. }
+            | Error::PublicationForAllTables { .. }
+            | Error::SlotPlugin { .. }
+            | Error::SlotElsewhere { .. }
+            | Error::WalLevel { .. } => Action::Operator,
+            Error::MigrationChanged { .. } => Action::Fatal,
+            Error::Connect { .. } | Error::SetupBusy => Action::Retry,
+            Error::Postgres { source, .. } => postgres_action(source),
+        }
+    }
+}
+
+/// Classifies a PostgreSQL error by its SQLSTATE class.
+fn postgres_action(error: &tokio_postgres::Error) -> Action {
+    let Some(code) = error.code() else {
+        // No SQLSTATE: the connection broke or the client failed; both may pass.
+        return Action::Retry;
+    };
+    let class = code.code().get(..2).unwrap_or_default();
+    match class {
+        // connection exception, transaction rollback (serialization, deadlock), insufficient
+        // resources, operator intervention (shutdown), system error
+        "08" | "40" | "53" | "57" | "58" => Action::Retry,
+        "55" if *code == SqlState::LOCK_NOT_AVAILABLE => Action::Retry,
+        // privileges, invalid authorization, configuration limits, object state
+        "42" if *code == SqlState::INSUFFICIENT_PRIVILEGE => Action::Operator,
+        "28" | "55" | "54" => Action::Operator,
+        // syntax errors and the like in our own SQL are our bug
+        "42" => Action::Fatal,
+        _ => Action::Operator,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_errors_have_hints_and_say_who_acts() {
+        let mismatch = Error::RegionMismatch {
+            stored: "us".into(),
+            requested: "eu".into(),
+        };
+        assert_eq!(mismatch.action(), Action::Operator);
+        assert!(mismatch.hint().contains("--region us"));
+        assert_eq!(Error::SetupBusy.action(), Action::Retry);
+        assert_eq!(
+            Error::MigrationChanged {
+                version: 1,
+                name: "state".into()
+            }
+            .action(),
+            Action::Fatal
+        );
+    }
+}

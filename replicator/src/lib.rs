@@ -1,0 +1,22 @@
+//! The replicator sidecar: beside each regional Superset metadata PostgreSQL database, it captures
+//! local changes through logical replication and publishes canonical change events to Kafka;
+//! appliers in the other regions merge them (see `docs/design.md`).
+//!
+//! This crate holds the sidecar's domains:
+//!
+//! - [`policy`]: the declarative table policy (what is replicated, how rows are identified across
+//!   regions, what stays local, where references hide);
+//! - [`setup`]: `replicator setup`, which installs capture into a metadata database, idempotently:
+//!   the sidecar schema, the versioning triggers, the replica identities, the publication and
+//!   the slot;
+//! - [`database`]: where the metadata database is, with its password kept out of every output;
+//! - [`error`]: the one error type, with an operator hint and an [`Action`] per variant.
+
+pub mod database;
+pub mod error;
+pub mod policy;
+pub mod setup;
+
+pub use conflict::RegionId;
+pub use database::DatabaseUrl;
+pub use error::{Action, Error, Result};

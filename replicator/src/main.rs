@@ -1,0 +1,148 @@
+//! The `replicator` binary: parses the command line, sets up logging and calls the library. It
+//! holds no logic of its own.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use replicator::setup::{self, PublicationName, SetupOptions, SlotName};
+use replicator::{Action, DatabaseUrl, Error, RegionId};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "replicator",
+    version,
+    about = "Replicates Apache Superset metadata between regions through Kafka."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install capture into this region's Superset metadata database (idempotent).
+    #[command(after_help = SETUP_EXAMPLES)]
+    Setup(SetupArgs),
+}
+
+const SETUP_EXAMPLES: &str = "\
+Examples:
+  # Set up region us (the password comes from the environment, never from the command line):
+  REPLICATOR_DATABASE_URL='postgresql://replicator@db.us.internal/superset' PGPASSWORD=... \\
+      replicator setup --region us
+
+  # Print every statement setup would run, changing nothing:
+  replicator setup --region us --dry-run \\
+      --database-url 'host=db.us.internal dbname=superset user=replicator'
+
+  # Custom slot and publication names:
+  replicator setup --region eu --slot replicator_eu --publication replicator_eu
+
+Running setup again is safe: it reports `nothing to do` when the database is already set up.";
+
+#[derive(Debug, Args)]
+struct SetupArgs {
+    /// The metadata database: a libpq `key=value` string or a `postgresql://` url.
+    #[arg(long, env = "REPLICATOR_DATABASE_URL", hide_env_values = true, value_parser = Secret::parse)]
+    database_url: Secret,
+
+    /// This region's id (1-16 of a-z, 0-9, `_`, `-`); set once, it can never change.
+    #[arg(long, env = "REPLICATOR_REGION", value_parser = RegionId::new)]
+    region: RegionId,
+
+    /// The logical replication slot to create (pgoutput) if it does not exist.
+    #[arg(long, env = "REPLICATOR_SLOT", default_value = "replicator", value_parser = SlotName::new)]
+    slot: SlotName,
+
+    /// The publication to create, or to make match the table policy.
+    #[arg(long, env = "REPLICATOR_PUBLICATION", default_value = "replicator", value_parser = PublicationName::new)]
+    publication: PublicationName,
+
+    /// Print every statement setup would run, as a SQL script, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// A command-line value that may hold a password: parsed later by the library, so that a bad
+/// value is reported without echoing it (clap would print it), and never shown by `Debug`.
+#[derive(Clone)]
+struct Secret(String);
+
+impl Secret {
+    fn parse(text: &str) -> Result<Secret, std::convert::Infallible> {
+        Ok(Secret(text.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::from(70);
+        }
+    };
+    let outcome = match cli.command {
+        Command::Setup(args) => runtime.block_on(run_setup(args)),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let mut chain = String::new();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                chain.push_str(&format!("\n  caused by: {cause}"));
+                source = cause.source();
+            }
+            tracing::error!(action = ?error.action(), "{error}{chain}\n  hint: {}", error.hint());
+            ExitCode::from(match error.action() {
+                Action::Retry => 75,    // EX_TEMPFAIL
+                Action::Operator => 78, // EX_CONFIG
+                Action::Fatal => 70,    // EX_SOFTWARE
+            })
+        }
+    }
+}
+
+async fn run_setup(args: SetupArgs) -> Result<(), Error> {
+    let database = DatabaseUrl::parse(&args.database_url.0)?;
+    let options = SetupOptions::new(args.region, args.slot, args.publication);
+    tracing::info!(
+        database = %database,
+        region = %options.region,
+        slot = %options.slot,
+        publication = %options.publication,
+        dry_run = args.dry_run,
+        "replicator setup"
+    );
+    let mut client = database.connect().await?;
+    let text = if args.dry_run {
+        let plan = setup::plan(&mut client, &options).await?;
+        format!("-- replicator setup --dry-run against {database}\n{plan}")
+    } else {
+        setup::run(&mut client, &options).await?.to_string()
+    };
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout (a pipe into `head`) is not a setup failure.
+    let _ = stdout.write_all(text.as_bytes());
+    Ok(())
+}
