@@ -43,12 +43,16 @@ impl<F: FnMut(RefKind, EmbeddedId) -> Result<EmbeddedId>> Translate for F {
 }
 
 impl EmbeddedId {
-    /// Reads an id from a JSON slot: a number, a numeric string, a uuid string or a dangling
-    /// token. Anything else is not an id (left alone).
+    /// Reads an id from a JSON value slot: a local id is a JSON number (Superset writes ids in
+    /// value slots as numbers; a numeric *string* there is not an id, so it comes back as it
+    /// was), a canonical one a uuid string or a dangling token. Anything else is left alone.
     pub fn from_json(value: &Value) -> Option<EmbeddedId> {
         match value {
             Value::Number(n) => n.as_i64().map(EmbeddedId::Local),
-            Value::String(s) => EmbeddedId::from_text(s),
+            Value::String(s) => match EmbeddedId::from_text(s) {
+                Some(EmbeddedId::Local(_)) | None => None,
+                canonical => canonical,
+            },
             _ => None,
         }
     }

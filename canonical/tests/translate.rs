@@ -279,7 +279,8 @@ proptest! {
     /// known place, and the way back restores the input.
     #[test]
     fn any_json_round_trips(value in arb_json()) {
-        let ids: Vec<(RefKind, i64)> = (0..30)
+        // Every id the generator can produce (leaf numbers 0..30, keys up to 99) is registered.
+        let ids: Vec<(RefKind, i64)> = (0..100)
             .flat_map(|n| [(RefKind::Chart, n), (RefKind::Dataset, n), (RefKind::AnnotationLayer, n)])
             .collect();
         let registry = Registry::with(&ids);

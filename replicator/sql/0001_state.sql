@@ -75,8 +75,11 @@ CREATE TABLE replicator.field_version (
 );
 
 -- Heartbeats flow the same path as changes when nothing else does (DESIGN §2 step 5).
+-- Written by the reader on a timer, through the WAL like any change: idle regions still confirm
+-- their slot and report lag. The time is integer microseconds since the Unix epoch, so the stream
+-- carries it without depending on a session's TimeZone.
 CREATE TABLE replicator.heartbeat (
-    region  text PRIMARY KEY,
-    seq     bigint NOT NULL,
-    beat_at timestamptz NOT NULL
+    region           text PRIMARY KEY,
+    seq              bigint NOT NULL,
+    beat_unix_micros bigint NOT NULL
 );

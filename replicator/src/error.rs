@@ -78,6 +78,73 @@ pub enum Error {
 
     #[error("wal_level is {wal_level:?}; logical replication needs \"logical\"")]
     WalLevel { wal_level: String },
+
+    #[error("the replication stream could not be decoded")]
+    Decode {
+        #[source]
+        source: pgoutput::Error,
+    },
+
+    #[error("unexpected replication stream: {problem}")]
+    StreamShape { problem: String },
+    #[error("kafka setting `{key}`: {problem}")]
+    KafkaSetting { key: String, problem: String },
+
+    #[error("kafka: {context}")]
+    Kafka {
+        context: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+
+    #[error("topic {topic} has {partitions} partitions; a region's topic must have exactly one")]
+    TopicPartitions { topic: String, partitions: usize },
+
+    #[error("a record for topic {topic} was not delivered")]
+    Delivery {
+        topic: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+
+    #[error("{pending} record(s) for topic {topic} still unacknowledged after {after:?}")]
+    PublishTimeout {
+        topic: String,
+        pending: usize,
+        after: std::time::Duration,
+    },
+
+    #[error("a change envelope could not be encoded")]
+    Encode {
+        #[source]
+        source: envelope::Error,
+    },
+
+    #[error("capture: a change of table {table:?}, which the table policy does not replicate")]
+    NotReplicated { table: String },
+
+    #[error("capture: {table} {entity}: stamped field `{field}` has no value in the captured row ({why})")]
+    StampedValueMissing {
+        table: String,
+        entity: uuid::Uuid,
+        field: String,
+        why: &'static str,
+    },
+
+    #[error("capture: {table}.{field}: {reason}")]
+    CanonicalValue {
+        table: String,
+        field: String,
+        reason: String,
+    },
+
+    #[error("capture: {table}.{column}: the ids embedded in it cannot be translated")]
+    EmbeddedIds {
+        table: String,
+        column: String,
+        #[source]
+        source: canonical::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -135,6 +202,41 @@ impl Error {
             Error::WalLevel { .. } => {
                 "set `wal_level = logical` in postgresql.conf and restart PostgreSQL".into()
             }
+            Error::Decode { .. } | Error::StreamShape { .. } => {
+                "the slot still holds every unconfirmed change; report this with the log line, and run a replicator built for this PostgreSQL and schema version".into()
+            }
+            Error::KafkaSetting { .. } => {
+                "fix the Kafka client setting; the replicator sets idempotence, acks, in-flight limits, timeouts and compression itself".into()
+            }
+            Error::Kafka { source, .. } | Error::Delivery { source, .. }
+                if kafka_action(source) == Action::Operator =>
+            {
+                "the broker refused: check the Kafka credentials and ACLs (Describe, Create and Write on the topic, IdempotentWrite on the cluster) and the topic's `max.message.bytes`".into()
+            }
+            Error::Kafka { .. } => {
+                "check that the broker is up and reachable from this host (bootstrap servers, TLS and SASL settings)".into()
+            }
+            Error::Delivery { .. } | Error::PublishTimeout { .. } => {
+                "the broker did not acknowledge records in time; publishing restarts from the slot's confirmed position (only the unacknowledged tail is sent again). If it persists, check the broker's health and reachability".into()
+            }
+            Error::TopicPartitions { .. } => {
+                "one partition per region topic keeps the source commit order: recreate the topic with one partition, or choose another topic name".into()
+            }
+            Error::Encode { .. } => {
+                "a bug: a change envelope does not fit its schema; report it with the log line".into()
+            }
+            Error::NotReplicated { .. } => {
+                "the publication publishes a table this binary's policy does not replicate: run `replicator setup` with this binary, so that the publication matches its policy".into()
+            }
+            Error::StampedValueMissing { .. } => {
+                "a bug: the capture triggers stamp only columns whose value changed, and PostgreSQL always sends a changed TOAST value in full, so a stamped column is always in the captured row; nothing was published for this change (the slot still holds it). Report it with the log line".into()
+            }
+            Error::CanonicalValue { .. } => {
+                "the value is not in the text form the reader expects (text format, DateStyle ISO, a UTF8 database) or the policy does not match the schema; nothing was published for this change (the slot still holds it). Report it with the log line".into()
+            }
+            Error::EmbeddedIds { .. } => {
+                "a bug: canonical form and the table policy disagree about this column; nothing was published for this change (the slot still holds it). Report it with the log line".into()
+            }
         }
     }
 
@@ -152,9 +254,19 @@ impl Error {
             | Error::SlotPlugin { .. }
             | Error::SlotElsewhere { .. }
             | Error::WalLevel { .. } => Action::Operator,
-            Error::MigrationChanged { .. } => Action::Fatal,
+            Error::MigrationChanged { .. } | Error::Decode { .. } | Error::StreamShape { .. } => {
+                Action::Fatal
+            }
             Error::Connect { .. } | Error::SetupBusy => Action::Retry,
             Error::Postgres { source, .. } => postgres_action(source),
+            Error::KafkaSetting { .. } | Error::TopicPartitions { .. } => Action::Operator,
+            Error::Kafka { source, .. } | Error::Delivery { source, .. } => kafka_action(source),
+            Error::PublishTimeout { .. } => Action::Retry,
+            Error::Encode { .. } => Action::Fatal,
+            Error::NotReplicated { .. } => Action::Operator,
+            Error::StampedValueMissing { .. }
+            | Error::CanonicalValue { .. }
+            | Error::EmbeddedIds { .. } => Action::Fatal,
         }
     }
 }
@@ -177,6 +289,37 @@ fn postgres_action(error: &tokio_postgres::Error) -> Action {
         // syntax errors and the like in our own SQL are our bug
         "42" => Action::Fatal,
         _ => Action::Operator,
+    }
+}
+
+/// Classifies a Kafka error: refusals a person must fix (credentials, ACLs, sizes, settings), or
+/// anything else, which a new client may get past (broker down, timeouts, fatal idempotence state).
+fn kafka_action(error: &rdkafka::error::KafkaError) -> Action {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let code = match error {
+        KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_) => return Action::Operator,
+        KafkaError::AdminOp(code) => Some(*code),
+        other => other.rdkafka_error_code(),
+    };
+    match code {
+        Some(
+            Code::TopicAuthorizationFailed
+            | Code::ClusterAuthorizationFailed
+            | Code::GroupAuthorizationFailed
+            | Code::TransactionalIdAuthorizationFailed
+            | Code::SaslAuthenticationFailed
+            | Code::Authentication
+            | Code::SSL
+            | Code::MessageSizeTooLarge
+            | Code::InvalidRequiredAcks
+            | Code::InvalidConfig
+            | Code::PolicyViolation
+            | Code::InvalidPartitions
+            | Code::InvalidReplicationFactor
+            | Code::UnsupportedCompressionType,
+        ) => Action::Operator,
+        _ => Action::Retry,
     }
 }
 

@@ -301,7 +301,7 @@ async fn setup_dry_run_prints_every_statement_and_changes_nothing() -> TestResul
     for expected in [
         "CREATE SCHEMA replicator;",
         "INSERT INTO replicator.local_region (region) VALUES ('eu');",
-        "CREATE TRIGGER replicator_capture AFTER INSERT OR DELETE OR UPDATE ON public.dashboards",
+        "CREATE TRIGGER replicator_version BEFORE INSERT OR DELETE OR UPDATE ON public.dashboards",
         "ALTER TABLE public.embedded_dashboards REPLICA IDENTITY FULL;",
         "UPDATE public.tables AS t SET uuid = gen_random_uuid()",
         &format!("CREATE PUBLICATION {} FOR TABLE", f.options.publication),
@@ -721,7 +721,7 @@ async fn setup_the_publication_holds_exactly_the_policy_and_is_repaired_when_it_
         .batch_execute(&format!(
             "ALTER PUBLICATION {publication} DROP TABLE public.dashboards;
              ALTER PUBLICATION {publication} ADD TABLE public.logs;
-             DROP TRIGGER replicator_capture ON public.slices;"
+             DROP TRIGGER replicator_version ON public.slices;"
         ))
         .await?;
     let repair = f.setup().await?;
@@ -795,11 +795,11 @@ async fn setup_the_stream_carries_the_versioning_rows_with_the_data_row() -> Tes
     assert_eq!(
         changes,
         [
-            "public.dashboards",
             "replicator.entity",
-            "replicator.field_version dashboard_title"
+            "replicator.field_version dashboard_title",
+            "public.dashboards"
         ],
-        "one transaction: the data row, then its clock and the one field it changed"
+        "one transaction: the clock and the one field it changed, then the data row"
     );
     Ok(())
 }

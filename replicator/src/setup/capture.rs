@@ -1,8 +1,8 @@
 //! The capture triggers (DESIGN §2 step 1), generated from the table policy.
 //!
-//! **Contract.** Every replicated table gets one `AFTER INSERT OR UPDATE OR DELETE … FOR EACH ROW`
-//! trigger, `replicator_capture`, running a function generated for that table,
-//! `replicator.capture_<table>()`. In the writing transaction it:
+//! **Contract.** Every replicated table gets one `BEFORE INSERT OR UPDATE OR DELETE … FOR EACH ROW`
+//! trigger, `replicator_version`, running a function generated for that table,
+//! `replicator.capture_<table>()`. In the writing transaction, before the row is written, it:
 //!
 //! 1. keeps the id↔uuid registry current — always, even for the applier's own writes;
 //! 2. unless the session is the applier's (`replicator.applying = on`), versions the write with
@@ -20,6 +20,17 @@
 //! tables (`ab_user`, `ab_role`) get `replicator_register` only: registry upkeep, no versioning,
 //! and only when the key column changes (not on every login).
 //!
+//! **Why BEFORE.** The versioning rows the trigger writes reach the WAL *before* the data row, so
+//! the reader meets a row's registry entry, clock and stamped fields first and can publish the row
+//! the moment it arrives: it never holds a statement's or a transaction's rows in memory, however
+//! many there are. (An AFTER ROW trigger fires at the end of its statement: a million-row
+//! statement would put a million data rows ahead of their versioning.) BEFORE triggers fire in
+//! name order, so `replicator_uuid` (which fills a missing uuid) runs before `replicator_version`
+//! (which reads it); a unit test pins that order. The cost: a row that a later BEFORE trigger or an
+//! `ON CONFLICT DO NOTHING` drops after ours ran leaves versioning rows without a data row. Superset
+//! has neither (no triggers of its own; the ORM never upserts these tables), and the reader drops
+//! such orphaned versioning rows at commit, counting them.
+//!
 //! **Why these choices.** Triggers are `ENABLE ALWAYS`, so they fire even in a session with
 //! `session_replication_role = replica`: the registry must never miss a row, whoever writes it.
 //! The functions are `SECURITY DEFINER` (owned by whoever ran setup) with a fixed `search_path`,
@@ -32,7 +43,7 @@ use crate::policy::{Identity, Policy, RegistryPolicy, TablePolicy};
 use super::identity;
 use super::sql::{ident, literal, public, text_array};
 
-pub(crate) const CAPTURE_TRIGGER: &str = "replicator_capture";
+pub(crate) const CAPTURE_TRIGGER: &str = "replicator_version";
 pub(crate) const UUID_TRIGGER: &str = "replicator_uuid";
 pub(crate) const REGISTER_TRIGGER: &str = "replicator_register";
 
@@ -120,7 +131,7 @@ pub(crate) fn replicated(table: &'static str, policy: &TablePolicy) -> Capture {
     }
     triggers.push(trigger(
         CAPTURE_TRIGGER,
-        "AFTER INSERT OR DELETE OR UPDATE",
+        "BEFORE INSERT OR DELETE OR UPDATE",
         table,
         &function,
     ));
@@ -199,7 +210,7 @@ BEGIN
         IF versioning AND old_identity IS NOT NULL THEN
             PERFORM replicator.stamp({name}, old_identity, '{{}}', false);
         END IF;
-        RETURN NULL;
+        RETURN OLD;
     END IF;
 {new_identity}
     IF new_identity IS DISTINCT FROM old_identity THEN{register}
@@ -218,7 +229,7 @@ BEGIN
             PERFORM replicator.stamp({name}, new_identity, changed, NULL);
         END IF;
     END IF;
-    RETURN NULL;
+    RETURN NEW;
 END
 "
     )
@@ -309,9 +320,21 @@ mod tests {
             definitions,
             [
                 "CREATE TRIGGER replicator_uuid BEFORE INSERT OR UPDATE ON public.dashboards FOR EACH ROW EXECUTE FUNCTION replicator.fill_uuid()",
-                "CREATE TRIGGER replicator_capture AFTER INSERT OR DELETE OR UPDATE ON public.dashboards FOR EACH ROW EXECUTE FUNCTION replicator.capture_dashboards()",
+                "CREATE TRIGGER replicator_version BEFORE INSERT OR DELETE OR UPDATE ON public.dashboards FOR EACH ROW EXECUTE FUNCTION replicator.capture_dashboards()",
             ]
         );
+    }
+
+    #[test]
+    fn the_uuid_is_filled_before_the_version_trigger_reads_it() {
+        // PostgreSQL fires BEFORE ROW triggers of one table in name order.
+        for capture in captures(superset()) {
+            let names: Vec<&str> = capture.triggers.iter().map(|t| t.name).collect();
+            let mut sorted = names.clone();
+            sorted.sort_unstable();
+            assert_eq!(names, sorted, "{}", capture.table);
+        }
+        assert!(UUID_TRIGGER < CAPTURE_TRIGGER);
     }
 
     #[test]
