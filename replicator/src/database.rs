@@ -72,6 +72,42 @@ impl DatabaseUrl {
         format!("{user}@{host}{port}/{dbname}")
     }
 
+    /// The same target for a replication connection (the reader's walsender session).
+    pub fn replication_config(&self) -> Result<pgrepl::Config> {
+        let host = match self.config.get_hosts() {
+            [Host::Tcp(name)] => name.clone(),
+            [] => "localhost".to_owned(),
+            _ => {
+                return Err(Error::ReplicationConfig {
+                    problem: "give exactly one TCP host (Unix sockets are not supported yet)"
+                        .into(),
+                })
+            }
+        };
+        let user = self.config.get_user().unwrap_or("postgres");
+        let mut config = pgrepl::Config::new(host, user)
+            .with_port(
+                self.config
+                    .get_ports()
+                    .first()
+                    .copied()
+                    .unwrap_or(pgrepl::DEFAULT_PORT),
+            )
+            .with_application_name("replicator-reader")
+            .with_connect_timeout(self.config.get_connect_timeout().copied());
+        if let Some(dbname) = self.config.get_dbname() {
+            config = config.with_dbname(dbname);
+        }
+        if let Some(password) = self.config.get_password() {
+            let password =
+                String::from_utf8(password.to_vec()).map_err(|_| Error::ReplicationConfig {
+                    problem: "the password is not UTF-8".into(),
+                })?;
+            config = config.with_password(password);
+        }
+        Ok(config)
+    }
+
     /// Connects; the connection's driver runs as a task on the current runtime and ends when the
     /// client is dropped.
     pub async fn connect(&self) -> Result<Client> {

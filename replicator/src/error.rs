@@ -87,6 +87,19 @@ pub enum Error {
 
     #[error("unexpected replication stream: {problem}")]
     StreamShape { problem: String },
+
+    #[error("replication slot {slot} {}", if *lost_wal { "was invalidated: it lost WAL it still needed" } else { "does not exist" })]
+    SlotGone { slot: String, lost_wal: bool },
+
+    #[error("replication connection settings: {problem}")]
+    ReplicationConfig { problem: String },
+
+    #[error("replication: {context}")]
+    Replication {
+        context: String,
+        #[source]
+        source: pgrepl::Error,
+    },
     #[error("kafka setting `{key}`: {problem}")]
     KafkaSetting { key: String, problem: String },
 
@@ -202,6 +215,17 @@ impl Error {
             Error::WalLevel { .. } => {
                 "set `wal_level = logical` in postgresql.conf and restart PostgreSQL".into()
             }
+            Error::SlotGone { .. } => "the slot held every change not yet published: the reader never recreates it, which would silently skip them; run `replicator setup` to create a new slot, then bootstrap this region again from a snapshot (see the runbook)".into(),
+            Error::ReplicationConfig { .. } => {
+                "use a `host=… port=… user=… dbname=…` target with one TCP host".into()
+            }
+            Error::Replication { source, .. } => match source {
+                pgrepl::Error::SlotMissing { .. } => "the slot is gone, and with it every change not yet published: never recreate it by hand; run `replicator setup` to create a new slot, then bootstrap this region again from a snapshot (see the runbook)".into(),
+                pgrepl::Error::SlotInvalidated { .. } => "the slot lost WAL it still needed (max_slot_wal_keep_size): changes are missing; recreate the slot with `replicator setup` and bootstrap this region again from a snapshot (see the runbook)".into(),
+                pgrepl::Error::SlotInUse { .. } => "another reader is streaming this slot; only one sidecar may run per region (this one retries)".into(),
+                _ if source.is_retryable() => "the replication connection failed; the reader reconnects and resumes at the slot's confirmed position".into(),
+                _ => "check the replication user's REPLICATION attribute, pg_hba.conf and the database settings".into(),
+            },
             Error::Decode { .. } | Error::StreamShape { .. } => {
                 "the slot still holds every unconfirmed change; report this with the log line, and run a replicator built for this PostgreSQL and schema version".into()
             }
@@ -254,6 +278,15 @@ impl Error {
             | Error::SlotPlugin { .. }
             | Error::SlotElsewhere { .. }
             | Error::WalLevel { .. } => Action::Operator,
+            Error::ReplicationConfig { .. } | Error::SlotGone { .. } => Action::Operator,
+            Error::Replication { source, .. } => {
+                // A slot that vanished or lost WAL mid-session is the same operator error.
+                if source.is_retryable() {
+                    Action::Retry
+                } else {
+                    Action::Operator
+                }
+            }
             Error::MigrationChanged { .. } | Error::Decode { .. } | Error::StreamShape { .. } => {
                 Action::Fatal
             }

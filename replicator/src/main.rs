@@ -3,10 +3,14 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use replicator::capture::publish::{topic_for, KafkaSettings, PublisherConfig};
+use replicator::capture::reader::{self, ReaderConfig};
 use replicator::setup::{self, PublicationName, SetupOptions, SlotName};
 use replicator::{Action, DatabaseUrl, Error, RegionId};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,6 +28,71 @@ enum Command {
     /// Install capture into this region's Superset metadata database (idempotent).
     #[command(after_help = SETUP_EXAMPLES)]
     Setup(SetupArgs),
+    /// Stream this region's changes to its Kafka topic (the reader), until SIGTERM or SIGINT.
+    #[command(after_help = CAPTURE_EXAMPLES)]
+    Capture(CaptureArgs),
+}
+
+const CAPTURE_EXAMPLES: &str = "\
+Examples:
+  # Publish region us's changes to topic replicator.us:
+  REPLICATOR_DATABASE_URL='postgresql://replicator@db.us.internal/superset' PGPASSWORD=... \\
+      replicator capture --region us --kafka-brokers kafka-1:9092,kafka-2:9092
+
+  # TLS and SASL settings go to the Kafka client as properties (values are never logged):
+  replicator capture --region eu --kafka-brokers kafka:9093 \\
+      --kafka-property security.protocol=SASL_SSL --kafka-property sasl.mechanism=SCRAM-SHA-512
+
+The slot's confirmed position moves only to what the broker acknowledged; after a crash the
+reader resumes there. Exit status: 0 after a clean shutdown, 75 when it gave up on a transient
+failure, 78 when an operator must act (e.g. the slot is gone), 70 on an internal error.";
+
+#[derive(Debug, Args)]
+struct CaptureArgs {
+    /// The metadata database: a libpq `key=value` string or a `postgresql://` url.
+    #[arg(long, env = "REPLICATOR_DATABASE_URL", hide_env_values = true, value_parser = Secret::parse)]
+    database_url: Secret,
+
+    /// This region's id, as given to `setup`.
+    #[arg(long, env = "REPLICATOR_REGION", value_parser = RegionId::new)]
+    region: RegionId,
+
+    /// The slot `setup` created.
+    #[arg(long, env = "REPLICATOR_SLOT", default_value = "replicator", value_parser = SlotName::new)]
+    slot: SlotName,
+
+    /// The publication `setup` created.
+    #[arg(long, env = "REPLICATOR_PUBLICATION", default_value = "replicator", value_parser = PublicationName::new)]
+    publication: PublicationName,
+
+    /// Kafka bootstrap servers, comma-separated.
+    #[arg(long, env = "REPLICATOR_KAFKA_BROKERS")]
+    kafka_brokers: String,
+
+    /// An extra librdkafka property `key=value` (TLS, SASL, ...); repeatable.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = Secret::parse)]
+    kafka_properties: Vec<Secret>,
+
+    /// The region's topic (default `replicator.<region>`).
+    #[arg(long, env = "REPLICATOR_TOPIC")]
+    topic: Option<String>,
+
+    /// How often a heartbeat goes through the WAL (e.g. `1s`, `500ms`).
+    #[arg(long, env = "REPLICATOR_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = duration)]
+    heartbeat_interval: Duration,
+
+    /// How long shutdown may wait for records in flight.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    shutdown_grace: Duration,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    match pgrepl::parse_duration_setting(text, Duration::from_secs(1)) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "{text:?} is not a positive duration like `1s`, `500ms` or `2min`"
+        )),
+    }
 }
 
 const SETUP_EXAMPLES: &str = "\
@@ -103,6 +172,7 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Setup(args) => runtime.block_on(run_setup(args)),
+        Command::Capture(args) => runtime.block_on(run_capture(args)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -145,4 +215,49 @@ async fn run_setup(args: SetupArgs) -> Result<(), Error> {
     // A closed stdout (a pipe into `head`) is not a setup failure.
     let _ = stdout.write_all(text.as_bytes());
     Ok(())
+}
+
+async fn run_capture(args: CaptureArgs) -> Result<(), Error> {
+    let database = DatabaseUrl::parse(&args.database_url.0)?;
+    let mut kafka = KafkaSettings::new(args.kafka_brokers, format!("replicator-{}", args.region));
+    for property in &args.kafka_properties {
+        kafka.add_property_arg(&property.0)?;
+    }
+    let topic = args.topic.unwrap_or_else(|| topic_for(&args.region));
+    let config = ReaderConfig {
+        region: args.region,
+        database,
+        slot: args.slot.to_string(),
+        publication: args.publication.to_string(),
+        kafka,
+        publisher: PublisherConfig::new(topic),
+        heartbeat_interval: args.heartbeat_interval,
+        max_backoff: Duration::from_secs(30),
+        shutdown_grace: args.shutdown_grace,
+    };
+    tracing::info!(region = %config.region, database = %config.database, topic = %config.publisher.topic, "replicator capture");
+    let cancel = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(cancel.clone()));
+    reader::run(&config, cancel).await
+}
+
+/// Cancels on SIGTERM or SIGINT; a second signal is left to its default action (exit now).
+async fn cancel_on_signal(cancel: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+    cancel.cancel();
 }

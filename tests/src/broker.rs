@@ -111,3 +111,53 @@ impl Drop for TestTopic {
         }
     }
 }
+
+/// Reads every record of partition 0 of `topic` from the beginning up to the current end, as
+/// `(offset, key, payload)`, with a throwaway consumer (no group offsets). Waits for at least
+/// `at_least` records, up to `timeout`.
+pub async fn read_topic(
+    lab: &Lab,
+    topic: &str,
+    at_least: usize,
+    timeout: Duration,
+) -> Result<Vec<(i64, Option<Vec<u8>>, Vec<u8>)>, HarnessError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = consumer_config(lab, &unique_name("it_reader"))
+        .create()
+        .map_err(HarnessError::kafka("create a topic reader"))?;
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .map_err(HarnessError::kafka("assign"))?;
+    consumer
+        .assign(&assignment)
+        .map_err(HarnessError::kafka("assign"))?;
+    drop(assignment);
+    let records = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut records = Vec::new();
+        while std::time::Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => records.push((
+                    m.offset(),
+                    m.key().map(<[u8]>::to_vec),
+                    m.payload().unwrap_or_default().to_vec(),
+                )),
+                Some(Err(e)) => return Err(HarnessError::Other(format!("consume {e}"))),
+                None if records.len() >= at_least => break,
+                None => {}
+            }
+        }
+        Ok(records)
+    })
+    .await
+    .map_err(|e| HarnessError::Other(e.to_string()))??;
+    if records.len() < at_least {
+        return Err(HarnessError::Timeout {
+            what: format!("{at_least} records in {} (got {})", "topic", records.len()),
+            after: timeout,
+        });
+    }
+    Ok(records)
+}

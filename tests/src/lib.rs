@@ -15,12 +15,14 @@ mod broker;
 mod database;
 mod error;
 mod lab;
+mod process;
 mod wait;
 
-pub use broker::{consumer_config, producer_config, TestTopic};
+pub use broker::{consumer_config, producer_config, read_topic, TestTopic};
 pub use database::TestDb;
 pub use error::HarnessError;
 pub use lab::{Lab, Region};
+pub use process::{replicator_binary, Sidecar};
 pub use wait::wait_until;
 
 /// A name no other test (in this run or a concurrent one) uses: `<prefix>_<pid>_<seq>_<random>`,

@@ -22,6 +22,7 @@
 pub mod assemble;
 pub mod canonical_form;
 pub mod publish;
+pub mod reader;
 pub mod registry;
 
 use conflict::{Dot, Hlc, VersionVector};
