@@ -38,15 +38,16 @@ CREATE TRIGGER local_region_is_permanent BEFORE UPDATE OR DELETE ON replicator.l
 
 -- The id <-> uuid map of every replicated and registry table. An entry outlives its row, so an id
 -- left dangling in dashboard JSON still translates to the same uuid everywhere. A uuid names one
--- local id: when a uuid is registered again under a new id (a deleted entity re-imported or
--- re-added), the entry moves to the new id.
+-- local id at a time, but an entry is never taken back: when a uuid is registered again under a
+-- new id (a deleted entity re-imported or re-added), the old id keeps naming that uuid, so the
+-- same stream replayed after a restart translates the same way. uuid -> id takes the newest id.
 CREATE TABLE replicator.registry (
     table_name text   NOT NULL,
     local_id   bigint NOT NULL,
     uuid       uuid   NOT NULL,
-    PRIMARY KEY (table_name, local_id),
-    UNIQUE (table_name, uuid)
+    PRIMARY KEY (table_name, local_id)
 );
+CREATE INDEX registry_by_uuid ON replicator.registry (table_name, uuid, local_id);
 
 -- One row per entity ever written: its version vector (region -> counter), the greatest hlc stored
 -- for it, whether it exists, and the last local transaction that bumped this region's counter.

@@ -31,8 +31,9 @@ AS $$
     WHERE r.table_name = $1 AND r.local_id = $2
 $$;
 
--- Registers `local_id` as `uuid`. A uuid names one local id: an older entry holding the same uuid
--- (a deleted row whose entity came back under a new id) is moved to the new id.
+-- Registers `local_id` as `uuid`. An older entry holding the same uuid (a deleted row whose entity
+-- came back under a new id) is kept: ids are never reused, so it can only be a dead id, and it must
+-- keep translating the same way (see the registry table).
 CREATE FUNCTION replicator.register(p_table text, p_local_id bigint, p_uuid uuid) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -41,8 +42,6 @@ BEGIN
     IF p_local_id IS NULL OR p_uuid IS NULL THEN
         RETURN;
     END IF;
-    DELETE FROM replicator.registry AS r
-    WHERE r.table_name = p_table AND r.uuid = p_uuid AND r.local_id <> p_local_id;
     INSERT INTO replicator.registry AS r (table_name, local_id, uuid)
     VALUES (p_table, p_local_id, p_uuid)
     ON CONFLICT (table_name, local_id) DO UPDATE SET uuid = EXCLUDED.uuid

@@ -26,12 +26,9 @@
 //! every entry a streamed row references is already in the database when the reader looks. And
 //! entries are never deleted for a live id.
 //!
-//! **A known gap.** The one case in which the database cannot give back what the WAL said is a
-//! *moved* uuid: once `register` has deleted the old key, an evicted (or never observed, after a
-//! restart) old key misses in the database and comes back `None`, where the cache would have
-//! answered the uuid. Canonical form then emits a dangling token for it. That is deterministic
-//! for one cache state but not across restarts; closing the gap needs the old key kept in the
-//! database (a registry that never deletes), which is the SQL migration's business.
+//! **A uuid that comes back under a new id** (a deleted chart re-added) keeps its old id's entry
+//! too: the registry never takes an entry back, so the database answers the old id exactly as the
+//! WAL did, and a replay after a restart canonicalises the same stream to the same bytes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;

@@ -152,8 +152,15 @@ fn replicated(table: &str, policy: &TablePolicy) -> Vec<Statement> {
         if identity::may_collide(policy) {
             statements.push(Statement::count(
                 format!("{table}: registered"),
+                // The first row (lowest id) to claim a formula uuid keeps it, unless the registry
+                // already names it; the others are duplicates and get random uuids below.
                 format!(
-                    "INSERT INTO replicator.registry (table_name, local_id, uuid) SELECT {name}, t.{id}, {computed} FROM {from} ON CONFLICT DO NOTHING"
+                    "INSERT INTO replicator.registry (table_name, local_id, uuid) \
+                     SELECT DISTINCT ON (c.uuid) {name}, c.id, c.uuid \
+                     FROM (SELECT t.{id} AS id, {computed} AS uuid FROM {from}) AS c \
+                     WHERE c.uuid IS NOT NULL AND NOT EXISTS \
+                       (SELECT 1 FROM replicator.registry AS r WHERE r.table_name = {name} AND r.uuid = c.uuid) \
+                     ORDER BY c.uuid, c.id ON CONFLICT DO NOTHING"
                 ),
             ));
             statements.push(Statement::count(
