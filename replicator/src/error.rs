@@ -158,6 +158,12 @@ pub enum Error {
         #[source]
         source: canonical::Error,
     },
+
+    #[error("this database is not set up for capture (schema `replicator` or its local region is missing)")]
+    NotSetUp,
+
+    #[error("snapshot: {problem}")]
+    Snapshot { problem: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -261,6 +267,12 @@ impl Error {
             Error::EmbeddedIds { .. } => {
                 "a bug: canonical form and the table policy disagree about this column; nothing was published for this change (the slot still holds it). Report it with the log line".into()
             }
+            Error::NotSetUp => {
+                "run `replicator setup --region <id>` against this database first".into()
+            }
+            Error::Snapshot { .. } => {
+                "what a failed snapshot published is harmless (full entity states merge away; a snapshot transaction without its commit record is never applied): report this with the log line, then run the snapshot again".into()
+            }
         }
     }
 
@@ -300,6 +312,8 @@ impl Error {
             Error::StampedValueMissing { .. }
             | Error::CanonicalValue { .. }
             | Error::EmbeddedIds { .. } => Action::Fatal,
+            Error::NotSetUp => Action::Operator,
+            Error::Snapshot { .. } => Action::Fatal,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod database;
 pub mod error;
 pub mod policy;
 pub mod setup;
+pub mod tail;
 
 pub use conflict::RegionId;
 pub use database::DatabaseUrl;

@@ -112,9 +112,17 @@ impl Drop for TestTopic {
     }
 }
 
-/// Reads every record of partition 0 of `topic` from the beginning up to the current end, as
-/// `(offset, key, payload)`, with a throwaway consumer (no group offsets). Waits for at least
-/// `at_least` records, up to `timeout`.
+/// One record of a topic: `(offset, key, payload)`.
+pub type Record = (i64, Option<Vec<u8>>, Vec<u8>);
+
+/// How long a topic must stay quiet before a reader takes it as read to its end. (Tansu's high
+/// watermark is not reliable, so "the end" is "nothing more for a while"; under load, fetches
+/// come in bursts with gaps, so this is generous.)
+const QUIET: Duration = Duration::from_secs(1);
+
+/// Reads every record of partition 0 of `topic` from the beginning up to the current end, with a
+/// throwaway consumer (no group offsets). Waits for at least `at_least` records, up to `timeout`.
+/// For a topic that keeps growing while a test waits on it, prefer [`TopicReader`].
 pub async fn read_topic(
     lab: &Lab,
     topic: &str,
@@ -122,7 +130,7 @@ pub async fn read_topic(
     timeout: Duration,
 ) -> Result<Vec<(i64, Option<Vec<u8>>, Vec<u8>)>, HarnessError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{Message, Offset, TopicPartitionList};
+    use rdkafka::{Offset, TopicPartitionList};
     let consumer: BaseConsumer = consumer_config(lab, &unique_name("it_reader"))
         .create()
         .map_err(HarnessError::kafka("create a topic reader"))?;
@@ -137,15 +145,15 @@ pub async fn read_topic(
     let records = tokio::task::spawn_blocking(move || {
         let deadline = std::time::Instant::now() + timeout;
         let mut records = Vec::new();
+        let mut quiet_since = std::time::Instant::now();
         while std::time::Instant::now() < deadline {
-            match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => records.push((
-                    m.offset(),
-                    m.key().map(<[u8]>::to_vec),
-                    m.payload().unwrap_or_default().to_vec(),
-                )),
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    quiet_since = std::time::Instant::now();
+                    records.push(record(&m));
+                }
                 Some(Err(e)) => return Err(HarnessError::Other(format!("consume {e}"))),
-                None if records.len() >= at_least => break,
+                None if records.len() >= at_least && quiet_since.elapsed() >= QUIET => break,
                 None => {}
             }
         }
@@ -160,4 +168,76 @@ pub async fn read_topic(
         });
     }
     Ok(records)
+}
+
+fn record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+    use rdkafka::Message;
+    (
+        m.offset(),
+        m.key().map(<[u8]>::to_vec),
+        m.payload().unwrap_or_default().to_vec(),
+    )
+}
+
+/// A reader that keeps its consumer and its position: each [`TopicReader::poll`] adds what
+/// arrived since the last one, so a test can wait on a growing topic without re-reading it.
+pub struct TopicReader {
+    consumer: Option<rdkafka::consumer::BaseConsumer>,
+    records: Vec<Record>,
+}
+
+impl std::fmt::Debug for TopicReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TopicReader({} records)", self.records.len())
+    }
+}
+
+impl TopicReader {
+    /// A reader of partition 0 of `topic`, from the beginning.
+    pub fn new(lab: &Lab, topic: &str) -> Result<TopicReader, HarnessError> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::{Offset, TopicPartitionList};
+        let consumer: BaseConsumer = consumer_config(lab, &unique_name("it_reader"))
+            .create()
+            .map_err(HarnessError::kafka("create a topic reader"))?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, 0, Offset::Beginning)
+            .map_err(HarnessError::kafka("assign"))?;
+        consumer
+            .assign(&assignment)
+            .map_err(HarnessError::kafka("assign"))?;
+        drop(assignment);
+        Ok(TopicReader {
+            consumer: Some(consumer),
+            records: Vec::new(),
+        })
+    }
+
+    /// Polls for up to `window`, then returns every record read so far.
+    pub async fn poll(&mut self, window: Duration) -> Result<&[Record], HarnessError> {
+        let consumer = self
+            .consumer
+            .take()
+            .ok_or_else(|| HarnessError::Other("reader lost its consumer".into()))?;
+        let (consumer, new) = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + window;
+            let mut new = Vec::new();
+            while std::time::Instant::now() < deadline {
+                match consumer.poll(Duration::from_millis(50)) {
+                    Some(Ok(m)) => new.push(record(&m)),
+                    Some(Err(e)) => {
+                        return (consumer, Err(HarnessError::Other(format!("consume {e}"))))
+                    }
+                    None => {}
+                }
+            }
+            (consumer, Ok(new))
+        })
+        .await
+        .map_err(|e| HarnessError::Other(e.to_string()))?;
+        self.consumer = Some(consumer);
+        self.records.extend(new?);
+        Ok(&self.records)
+    }
 }

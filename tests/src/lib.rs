@@ -15,13 +15,15 @@ mod broker;
 mod database;
 mod error;
 mod lab;
+mod private_broker;
 mod process;
 mod wait;
 
-pub use broker::{consumer_config, producer_config, read_topic, TestTopic};
+pub use broker::{consumer_config, producer_config, read_topic, Record, TestTopic, TopicReader};
 pub use database::TestDb;
 pub use error::HarnessError;
 pub use lab::{Lab, Region};
+pub use private_broker::{end_offset, read_to_end, tansu_binary, PrivateBroker, TopicRecord};
 pub use process::{replicator_binary, Sidecar};
 pub use wait::wait_until;
 

@@ -12,11 +12,15 @@ use crate::HarnessError;
 /// Where cargo put the `replicator` binary for this test run.
 pub fn replicator_binary() -> Result<PathBuf, HarnessError> {
     let exe = std::env::current_exe().map_err(|e| HarnessError::Other(e.to_string()))?;
-    // target/<profile>/deps/<test exe> → target/<profile>/replicator
-    let dir = exe
+    // target/<profile>/deps/<test exe> or target/<profile>/<bench binary> → target/<profile>/replicator
+    let mut dir = exe
         .parent()
-        .and_then(|deps| deps.parent())
         .ok_or_else(|| HarnessError::Other("no target dir".into()))?;
+    if dir.file_name().is_some_and(|name| name == "deps") {
+        dir = dir
+            .parent()
+            .ok_or_else(|| HarnessError::Other("no target dir".into()))?;
+    }
     let binary = dir.join("replicator");
     if binary.is_file() {
         Ok(binary)

@@ -6,7 +6,7 @@ use std::error::Error;
 use std::time::Duration;
 
 use envelope::{Body, Codec, EntityChange, Envelope};
-use harness::{read_topic, unique_name, wait_until, HarnessError, Lab, Sidecar, TestDb};
+use harness::{unique_name, wait_until, HarnessError, Lab, Sidecar, TestDb, TopicReader};
 use tokio_postgres::Client;
 
 type TestResult = Result<(), Box<dyn Error>>;
@@ -90,17 +90,13 @@ impl Captured {
         what: &str,
         done: impl Fn(&[Envelope]) -> bool,
     ) -> Result<Vec<Envelope>, Box<dyn Error>> {
-        let lab = Lab::get()?;
         let codec = Codec::new()?;
-        let topic = self.topic.clone();
-        let envelopes = wait_until(what, Duration::from_secs(60), || {
-            let (codec, topic, done) = (&codec, &topic, &done);
+        let reader = tokio::sync::Mutex::new(TopicReader::new(Lab::get()?, &self.topic)?);
+        let envelopes = wait_until(what, Duration::from_secs(90), || {
+            let (codec, reader, done) = (&codec, &reader, &done);
             async move {
-                let records = match read_topic(lab, topic, 1, Duration::from_millis(500)).await {
-                    Ok(records) => records,
-                    Err(HarnessError::Timeout { .. }) => return Ok(None),
-                    Err(e) => return Err(e),
-                };
+                let mut reader = reader.lock().await;
+                let records = reader.poll(Duration::from_millis(300)).await?;
                 let envelopes = records
                     .iter()
                     .map(|(_, _, payload)| codec.decode(payload))

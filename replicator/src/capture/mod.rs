@@ -24,6 +24,7 @@ pub mod canonical_form;
 pub mod publish;
 pub mod reader;
 pub mod registry;
+pub mod snapshot;
 
 use conflict::{Dot, Hlc, VersionVector};
 use pgoutput::{ColumnValue, Lsn, Oid};

@@ -125,9 +125,11 @@ async fn session(
     let mut heartbeat = tokio::time::interval(config.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    let outcome: Result<()> = loop {
+    // An async block, so that `?` ends the loop, not the session: the close below always runs.
+    let outcome: Result<()> = async {
+        loop {
         tokio::select! {
-            () = cancel.cancelled() => break Ok(()),
+            () = cancel.cancelled() => break Ok::<(), Error>(()),
             durable = publisher.progress() => {
                 if let Some(lsn) = durable? {
                     confirmed = confirmed.max(lsn);
@@ -151,17 +153,18 @@ async fn session(
                 ReplicationEvent::Message(ServerCopyMessage::PrimaryKeepalive(_)) => {}
             },
         }
-    };
+        }
+    }
+    .await;
     // Whatever ended the session, confirm what is durable (bounded), so a restart replays less.
     if let Ok(Some(lsn)) = publisher.close(config.shutdown_grace).await {
         confirmed = confirmed.max(lsn);
     }
-    if outcome.is_ok() {
-        let _ = stream
-            .send_status(confirmed, confirmed, confirmed, false)
-            .await;
-    }
-    tracing::info!(confirmed = %confirmed, orphans = assembler.orphans(), "reader session ended");
+    // Best effort: after a replication error the stream may be gone.
+    let _ = stream
+        .send_status(confirmed, confirmed, confirmed, false)
+        .await;
+    tracing::info!(confirmed = %confirmed, orphans = assembler.orphans(), ok = outcome.is_ok(), "reader session ended");
     outcome
 }
 

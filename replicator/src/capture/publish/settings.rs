@@ -26,6 +26,7 @@ const OWNED_BY_PUBLISHER: &[&str] = &[
     "enable.idempotence",
     "enable.gapless.guarantee",
     "acks",
+    "allow.auto.create.topics",
     "request.required.acks",
     "max.in.flight",
     "max.in.flight.requests.per.connection",
@@ -279,6 +280,9 @@ impl PublisherConfig {
             // A failure that could leave a gap in the partition stops the producer (fatal)
             // instead; the reader then restarts from the slot, which fills the gap.
             .set("enable.gapless.guarantee", "true")
+            // Never let the producer's metadata requests create the topic (with the broker's
+            // default partition count) after the broker lost it: `ensure_topic` recreates it.
+            .set("allow.auto.create.topics", "false")
             .set(
                 "message.timeout.ms",
                 self.message_timeout.as_millis().to_string(),
