@@ -28,26 +28,7 @@ pub(crate) async fn run(rows: u64, region: &str) -> Result<Value> {
     );
     let env = [("REPLICATOR_DATABASE_URL", db.conninfo())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut setup = Sidecar::start(
-        &[
-            "setup",
-            "--region",
-            region,
-            "--slot",
-            &slot,
-            "--publication",
-            &publication,
-        ],
-        &env,
-    )?;
-    let code = wait_until("setup", Duration::from_secs(120), || {
-        let code = setup.exited();
-        async move { Ok(code) }
-    })
-    .await?;
-    if code != 0 {
-        return Err(format!("setup failed:\n{}", setup.log()).into());
-    }
+    harness::run_setup(&db, &slot, &publication).await?;
     let reader = Sidecar::start(
         &[
             "capture",

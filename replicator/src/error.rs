@@ -164,6 +164,13 @@ pub enum Error {
 
     #[error("snapshot: {problem}")]
     Snapshot { problem: String },
+
+    #[error("apply: {table}.{field}: {reason}")]
+    LocalValue {
+        table: String,
+        field: String,
+        reason: String,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -270,6 +277,9 @@ impl Error {
             Error::NotSetUp => {
                 "run `replicator setup --region <id>` against this database first".into()
             }
+            Error::LocalValue { .. } => {
+                "the change cannot be written in this region's terms (a value its column cannot hold, a column this database lacks, or a local id where only uuids belong): the applier quarantines it with this reason; check that both regions run the same Superset and replicator versions".into()
+            }
             Error::Snapshot { .. } => {
                 "what a failed snapshot published is harmless (full entity states merge away; a snapshot transaction without its commit record is never applied): report this with the log line, then run the snapshot again".into()
             }
@@ -314,6 +324,7 @@ impl Error {
             | Error::EmbeddedIds { .. } => Action::Fatal,
             Error::NotSetUp => Action::Operator,
             Error::Snapshot { .. } => Action::Fatal,
+            Error::LocalValue { .. } => Action::Operator,
         }
     }
 }

@@ -12,6 +12,7 @@
 //! - [`database`]: where the metadata database is, with its password kept out of every output;
 //! - [`error`]: the one error type, with an operator hint and an [`Action`] per variant.
 
+pub mod apply;
 pub mod capture;
 pub mod database;
 pub mod error;

@@ -54,13 +54,8 @@ Examples:
 
 #[derive(Debug, Args)]
 struct TailArgs {
-    /// Kafka bootstrap servers, comma-separated.
-    #[arg(long, env = "REPLICATOR_KAFKA_BROKERS")]
-    kafka_brokers: String,
-
-    /// An extra librdkafka property `key=value` (TLS, SASL, ...); repeatable.
-    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = Secret::parse)]
-    kafka_properties: Vec<Secret>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
 
     /// The topic to read (e.g. `replicator.us`).
     #[arg(long)]
@@ -109,13 +104,8 @@ struct SnapshotArgs {
     #[arg(long, env = "REPLICATOR_SLOT", default_value = "replicator", value_parser = SlotName::new)]
     slot: SlotName,
 
-    /// Kafka bootstrap servers, comma-separated.
-    #[arg(long, env = "REPLICATOR_KAFKA_BROKERS")]
-    kafka_brokers: String,
-
-    /// An extra librdkafka property `key=value` (TLS, SASL, ...); repeatable.
-    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = Secret::parse)]
-    kafka_properties: Vec<Secret>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
 
     /// The region's topic (default `replicator.<region>`).
     #[arg(long, env = "REPLICATOR_TOPIC")]
@@ -162,13 +152,8 @@ struct CaptureArgs {
     #[arg(long, env = "REPLICATOR_PUBLICATION", default_value = "replicator", value_parser = PublicationName::new)]
     publication: PublicationName,
 
-    /// Kafka bootstrap servers, comma-separated.
-    #[arg(long, env = "REPLICATOR_KAFKA_BROKERS")]
-    kafka_brokers: String,
-
-    /// An extra librdkafka property `key=value` (TLS, SASL, ...); repeatable.
-    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = Secret::parse)]
-    kafka_properties: Vec<Secret>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
 
     /// The region's topic (default `replicator.<region>`).
     #[arg(long, env = "REPLICATOR_TOPIC")]
@@ -237,6 +222,29 @@ struct SetupArgs {
     /// Print every statement setup would run, as a SQL script, and change nothing.
     #[arg(long)]
     dry_run: bool,
+}
+
+/// How to reach Kafka: shared by every subcommand that talks to the broker.
+#[derive(Debug, Args)]
+struct KafkaArgs {
+    /// Kafka bootstrap servers, comma-separated.
+    #[arg(long, env = "REPLICATOR_KAFKA_BROKERS")]
+    kafka_brokers: String,
+
+    /// An extra librdkafka property `key=value` (TLS, SASL, ...); repeatable. Values of secret
+    /// keys are never logged.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = Secret::parse)]
+    kafka_properties: Vec<Secret>,
+}
+
+impl KafkaArgs {
+    fn settings(&self, client_id: String) -> Result<KafkaSettings, Error> {
+        let mut settings = KafkaSettings::new(self.kafka_brokers.clone(), client_id);
+        for property in &self.kafka_properties {
+            settings.add_property_arg(&property.0)?;
+        }
+        Ok(settings)
+    }
 }
 
 /// A command-line value that may hold a password: parsed later by the library, so that a bad
@@ -327,10 +335,7 @@ async fn run_setup(args: SetupArgs) -> Result<(), Error> {
 
 async fn run_capture(args: CaptureArgs) -> Result<(), Error> {
     let database = DatabaseUrl::parse(&args.database_url.0)?;
-    let mut kafka = KafkaSettings::new(args.kafka_brokers, format!("replicator-{}", args.region));
-    for property in &args.kafka_properties {
-        kafka.add_property_arg(&property.0)?;
-    }
+    let kafka = args.kafka.settings(format!("replicator-{}", args.region))?;
     let topic = args.topic.unwrap_or_else(|| topic_for(&args.region));
     let config = ReaderConfig {
         region: args.region,
@@ -351,13 +356,9 @@ async fn run_capture(args: CaptureArgs) -> Result<(), Error> {
 
 async fn run_snapshot(args: SnapshotArgs) -> Result<(), Error> {
     let database = DatabaseUrl::parse(&args.database_url.0)?;
-    let mut kafka = KafkaSettings::new(
-        args.kafka_brokers,
-        format!("replicator-{}-snapshot", args.region),
-    );
-    for property in &args.kafka_properties {
-        kafka.add_property_arg(&property.0)?;
-    }
+    let kafka = args
+        .kafka
+        .settings(format!("replicator-{}-snapshot", args.region))?;
     let topic = args.topic.unwrap_or_else(|| topic_for(&args.region));
     let mut publisher = PublisherConfig::new(topic);
     publisher.max_in_flight = MAX_IN_FLIGHT;
@@ -401,10 +402,7 @@ async fn cancel_on_signal(cancel: CancellationToken) {
 }
 
 async fn run_tail(args: TailArgs) -> Result<(), Error> {
-    let mut kafka = KafkaSettings::new(args.kafka_brokers, "replicator-tail");
-    for property in &args.kafka_properties {
-        kafka.add_property_arg(&property.0)?;
-    }
+    let kafka = args.kafka.settings("replicator-tail".into())?;
     let printed = replicator::tail::run(&kafka, &args.topic, args.follow, args.idle).await?;
     tracing::info!(records = printed, topic = %args.topic, "tail done");
     Ok(())

@@ -24,7 +24,7 @@ pub use database::TestDb;
 pub use error::HarnessError;
 pub use lab::{Lab, Region};
 pub use private_broker::{end_offset, read_to_end, tansu_binary, PrivateBroker, TopicRecord};
-pub use process::{replicator_binary, Sidecar};
+pub use process::{replicator_binary, run_setup, Sidecar};
 pub use wait::wait_until;
 
 /// A name no other test (in this run or a concurrent one) uses: `<prefix>_<pid>_<seq>_<random>`,

@@ -116,3 +116,42 @@ impl Drop for Sidecar {
         }
     }
 }
+
+/// Runs `replicator setup` against `db` (its region, `slot`, `publication`), as an operator would,
+/// and fails with the command's log unless it exits 0.
+pub async fn run_setup(
+    db: &crate::TestDb,
+    slot: &str,
+    publication: &str,
+) -> Result<(), HarnessError> {
+    let region = db.region().name().to_owned();
+    let mut setup = Sidecar::start(
+        &[
+            "setup",
+            "--region",
+            &region,
+            "--slot",
+            slot,
+            "--publication",
+            publication,
+        ],
+        &[("REPLICATOR_DATABASE_URL", &db.conninfo())],
+    )?;
+    let code = crate::wait_until(
+        "setup to finish",
+        std::time::Duration::from_secs(120),
+        || {
+            let code = setup.exited();
+            async move { Ok(code) }
+        },
+    )
+    .await?;
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(HarnessError::Other(format!(
+            "setup exited {code}:\n{}",
+            setup.log()
+        )))
+    }
+}

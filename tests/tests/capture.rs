@@ -30,24 +30,7 @@ impl Captured {
             db.unique_name("pub"),
             unique_name("it_topic"),
         );
-        let mut setup = Sidecar::start(
-            &[
-                "setup",
-                "--region",
-                region,
-                "--slot",
-                &slot,
-                "--publication",
-                &publication,
-            ],
-            &[("REPLICATOR_DATABASE_URL", &db.conninfo())],
-        )?;
-        let code = wait_until("setup to finish", Duration::from_secs(60), || {
-            let code = setup.exited();
-            async move { Ok(code) }
-        })
-        .await?;
-        assert_eq!(code, 0, "setup failed:\n{}", setup.log());
+        harness::run_setup(&db, &slot, &publication).await?;
         let mut captured = Captured {
             db,
             client,

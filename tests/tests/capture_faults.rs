@@ -54,26 +54,7 @@ impl Source {
         let db = Lab::get()?.region(region)?.fresh_db(label).await?;
         let client = db.connect().await?;
         let (slot, publication) = (db.unique_name("slot"), db.unique_name("pub"));
-        let mut setup = Sidecar::start(
-            &[
-                "setup",
-                "--region",
-                region,
-                "--slot",
-                &slot,
-                "--publication",
-                &publication,
-            ],
-            &[("REPLICATOR_DATABASE_URL", &db.conninfo())],
-        )?;
-        let code = wait_until("setup to finish", Duration::from_secs(60), || {
-            let code = setup.exited();
-            async move { Ok(code) }
-        })
-        .await?;
-        if code != 0 {
-            return Err(format!("setup failed ({code}):\n{}", setup.log()).into());
-        }
+        harness::run_setup(&db, &slot, &publication).await?;
         Ok(Source {
             db,
             client,

@@ -258,24 +258,7 @@ async fn capture_tables_every_replicated_table_publishes_its_inserts_updates_and
     let db = lab.region("eu")?.fresh_db("cap_tables").await?;
     let client = db.connect().await?;
     let (slot, publication) = (db.unique_name("slot"), db.unique_name("pub"));
-    let mut setup = Sidecar::start(
-        &[
-            "setup",
-            "--region",
-            "eu",
-            "--slot",
-            &slot,
-            "--publication",
-            &publication,
-        ],
-        &[("REPLICATOR_DATABASE_URL", &db.conninfo())],
-    )?;
-    let code = wait_until("setup to finish", Duration::from_secs(60), || {
-        let code = setup.exited();
-        async move { Ok(code) }
-    })
-    .await?;
-    assert_eq!(code, 0, "setup failed:\n{}", setup.log());
+    harness::run_setup(&db, &slot, &publication).await?;
     let topic = TestTopic::create(lab, "cap_tables", 1).await?;
     let capture = Sidecar::start(
         &[
