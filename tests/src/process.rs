@@ -26,7 +26,7 @@ pub fn replicator_binary() -> Result<PathBuf, HarnessError> {
         Ok(binary)
     } else {
         Err(HarnessError::Other(format!(
-            "{} is missing: build it with `cargo build -p replicator` (nextest --workspace does)",
+            "{} is missing: build it with `cargo build --workspace --bins` (dev/lab test does)",
             binary.display()
         )))
     }
