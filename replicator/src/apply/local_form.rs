@@ -81,8 +81,9 @@
 //!   is walked twice (collect, then resolve all uuids of the change in one round trip, then
 //!   translate), because the walkers take a synchronous [`canonical::Translate`]. The result is
 //!   serialised compactly with sorted keys. Text that is not JSON stays as it is (canonical form
-//!   kept it so). A local id (a number in an id slot) is an error: canonical form never publishes
-//!   one.
+//!   kept it so). A local id (a number in an id slot), or a uuid of a table whose rows are never
+//!   registered (`annotation_layer`: canonical form makes those ids dangling), is an error:
+//!   canonical form never publishes one.
 //! - `<prefix>:<uuid>` text (tag names `owner:<user uuid>`, `favorited_by:<user uuid>`):
 //!   `<prefix>:<local user id>`. For a user absent here the canonical text is kept
 //!   (`owner:<uuid>`, with a [`Note::AbsentKept`]): it round-trips exactly, and names no user
@@ -103,7 +104,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::policy::{
-    self, Embedded, EmbeddedFormat, Identity, IdForm, Policy, Reference, TablePolicy, Treatment,
+    self, Embedded, EmbeddedFormat, IdForm, Identity, Policy, Reference, TablePolicy, Treatment,
 };
 
 /// Type oids of the built-in types local form tells apart (the same as canonical form's).
@@ -234,7 +235,8 @@ pub struct PgUuidRegistry {
 
 /// Uses the index `(table_name, uuid, local_id)`. Ids come from sequences and are never reused,
 /// so the newest id is the greatest (the table's comment: uuid → id takes the newest id).
-const LOCAL_IDS_SQL: &str = "SELECT DISTINCT ON (k.table_name, k.uuid) k.table_name, k.uuid, r.local_id \
+const LOCAL_IDS_SQL: &str =
+    "SELECT DISTINCT ON (k.table_name, k.uuid) k.table_name, k.uuid, r.local_id \
      FROM unnest($1::text[], $2::uuid[]) AS k (table_name, uuid) \
      JOIN replicator.registry AS r USING (table_name, uuid) \
      ORDER BY k.table_name, k.uuid, r.local_id DESC";
@@ -382,7 +384,10 @@ enum Pending {
         required: bool,
     },
     /// Canonical JSON text to walk again with the resolved ids.
-    Embedded { walker: Walker, json: Value },
+    Embedded {
+        walker: Walker,
+        json: Value,
+    },
     /// `<prefix>:<uuid>` of a row of `target`; `text` is the canonical text.
     Prefixed {
         prefix: &'static str,
@@ -422,7 +427,11 @@ impl<L: UuidLookup> LocalForm<L> {
     }
 
     /// The local form of one canonical write of `table` (module docs).
-    pub async fn column_values(&mut self, table: &str, fields: &[FieldWrite]) -> Result<Translated> {
+    pub async fn column_values(
+        &mut self,
+        table: &str,
+        fields: &[FieldWrite],
+    ) -> Result<Translated> {
         let (table, policy) = self.table(table)?;
         let unversioned = policy.unversioned_columns();
         let identity_parts: &[&str] = match policy.identity {
@@ -544,23 +553,33 @@ impl<L: UuidLookup> LocalForm<L> {
                     }
                 },
                 Pending::Embedded { walker, mut json } => {
-                    let mut translate =
-                        |kind: RefKind, id: EmbeddedId| -> canonical::Result<EmbeddedId> {
-                            match id {
-                                EmbeddedId::Uuid(uuid) => {
-                                    let table = ref_table(kind);
-                                    match resolved.get(&(table, uuid)) {
-                                        Some(local) => Ok(EmbeddedId::Local(*local)),
-                                        None => {
-                                            missing.insert((table, uuid));
-                                            Ok(EmbeddedId::Uuid(uuid))
-                                        }
+                    let registered = self.policy;
+                    let mut translate = |kind: RefKind,
+                                         id: EmbeddedId|
+                     -> canonical::Result<EmbeddedId> {
+                        match id {
+                            EmbeddedId::Uuid(uuid) => {
+                                let table = ref_table(kind);
+                                if !registered.is_registered(table) {
+                                    // Never published: canonical form makes their ids dangling.
+                                    return Err(canonical::Error::Untranslatable {
+                                            kind,
+                                            id: uuid.to_string(),
+                                            reason: format!("a uuid of `{table}`, whose rows have no registry entries"),
+                                        });
+                                }
+                                match resolved.get(&(table, uuid)) {
+                                    Some(local) => Ok(EmbeddedId::Local(*local)),
+                                    None => {
+                                        missing.insert((table, uuid));
+                                        Ok(EmbeddedId::Uuid(uuid))
                                     }
                                 }
-                                EmbeddedId::Local(n) => Err(local_id_error(kind, n)),
-                                dangling => Ok(dangling),
                             }
-                        };
+                            EmbeddedId::Local(n) => Err(local_id_error(kind, n)),
+                            dangling => Ok(dangling),
+                        }
+                    };
                     walker
                         .walk(&mut json, &mut translate)
                         .map_err(|e| bad(e.to_string()))?;
@@ -792,9 +811,9 @@ fn prepare_embedded(
                 Err(_) => Ok(Pending::Ready(LocalValue::Text(text.clone()))),
             }
         }
-        EmbeddedFormat::Json if has_local_ids => {
-            Err("the policy says it embeds local ids, but local form has no walker for it".to_owned())
-        }
+        EmbeddedFormat::Json if has_local_ids => Err(
+            "the policy says it embeds local ids, but local form has no walker for it".to_owned(),
+        ),
         EmbeddedFormat::Json => local_scalar(column_type.type_oid, value).map(Pending::Ready),
         EmbeddedFormat::PrefixedId => {
             let text = match value {
@@ -903,10 +922,13 @@ fn pg_timestamptz(text: &str) -> Option<String> {
         None => (time, None),
     };
     let valid_clock = clock.len() == 8
-        && clock
-            .bytes()
-            .enumerate()
-            .all(|(i, b)| if i == 2 || i == 5 { b == b':' } else { b.is_ascii_digit() });
+        && clock.bytes().enumerate().all(|(i, b)| {
+            if i == 2 || i == 5 {
+                b == b':'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
     let valid_fraction = fraction.is_none_or(|f| {
         !f.is_empty() && !f.ends_with('0') && f.bytes().all(|b| b.is_ascii_digit())
     });
