@@ -18,9 +18,11 @@
 //!   and number formatting), which the property tests check.
 
 pub mod chart;
+mod column;
 pub mod dashboard;
 mod embedded;
 mod error;
 
+pub use column::{sorted_json, JsonColumn};
 pub use embedded::{EmbeddedId, RefKind, Translate, DANGLING_PREFIX};
 pub use error::{Error, Result};

@@ -94,7 +94,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 
-use canonical::{chart, dashboard, EmbeddedId, RefKind, DANGLING_PREFIX};
+use canonical::{EmbeddedId, JsonColumn, RefKind, DANGLING_PREFIX};
 use conflict::RegionId;
 use envelope::FieldWrite;
 use pgoutput::Oid;
@@ -385,7 +385,7 @@ enum Pending {
     },
     /// Canonical JSON text to walk again with the resolved ids.
     Embedded {
-        walker: Walker,
+        walker: JsonColumn,
         json: Value,
     },
     /// `<prefix>:<uuid>` of a row of `target`; `text` is the canonical text.
@@ -559,7 +559,7 @@ impl<L: UuidLookup> LocalForm<L> {
                      -> canonical::Result<EmbeddedId> {
                         match id {
                             EmbeddedId::Uuid(uuid) => {
-                                let table = ref_table(kind);
+                                let table = kind.table();
                                 if !registered.is_registered(table) {
                                     // Never published: canonical form makes their ids dangling.
                                     return Err(canonical::Error::Untranslatable {
@@ -581,9 +581,9 @@ impl<L: UuidLookup> LocalForm<L> {
                         }
                     };
                     walker
-                        .walk(&mut json, &mut translate)
+                        .translate(&mut json, &mut translate)
                         .map_err(|e| bad(e.to_string()))?;
-                    LocalValue::Text(sorted_json(&json))
+                    LocalValue::Text(canonical::sorted_json(&json))
                 }
             };
             columns.push((column, value));
@@ -631,12 +631,12 @@ impl<L: UuidLookup> LocalForm<L> {
                     let mut collect =
                         |kind: RefKind, id: EmbeddedId| -> canonical::Result<EmbeddedId> {
                             if let EmbeddedId::Uuid(uuid) = &id {
-                                keys.insert((ref_table(kind), *uuid));
+                                keys.insert((kind.table(), *uuid));
                             }
                             Ok(id)
                         };
                     // The collecting translator never fails; a walk error shows in the second pass.
-                    let _ = walker.walk(&mut json, &mut collect);
+                    let _ = walker.translate(&mut json, &mut collect);
                 }
             }
         }
@@ -790,7 +790,7 @@ fn prepare_embedded(
     let has_local_ids = embedded.refs.iter().any(|r| r.form == IdForm::LocalId);
     match embedded.format {
         EmbeddedFormat::JsonText => {
-            let walker = match Walker::of(table, embedded.column) {
+            let walker = match JsonColumn::of(table, embedded.column) {
                 Some(walker) => walker,
                 None if has_local_ids => {
                     return Err(
@@ -941,82 +941,6 @@ fn pg_timestamptz(text: &str) -> Option<String> {
     } else {
         format!("{year:04}-{month}-{day} {clock}{fraction}+00")
     })
-}
-
-/// Which `canonical` walker knows a JSON text column (the same as canonical form's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Walker {
-    DashboardPosition,
-    DashboardMetadata,
-    ChartParams,
-    ChartQueryContext,
-}
-
-impl Walker {
-    fn of(table: &str, column: &str) -> Option<Walker> {
-        match (table, column) {
-            ("dashboards", "position_json") => Some(Walker::DashboardPosition),
-            ("dashboards", "json_metadata") => Some(Walker::DashboardMetadata),
-            ("slices", "params") => Some(Walker::ChartParams),
-            ("slices", "query_context") => Some(Walker::ChartQueryContext),
-            _ => None,
-        }
-    }
-
-    fn walk(self, json: &mut Value, t: &mut dyn canonical::Translate) -> canonical::Result<()> {
-        match self {
-            Walker::DashboardPosition => dashboard::translate_position(json, t),
-            Walker::DashboardMetadata => dashboard::translate_metadata(json, t),
-            Walker::ChartParams => chart::translate_params(json, t),
-            Walker::ChartQueryContext => chart::translate_query_context(json, t),
-        }
-    }
-}
-
-/// The table an embedded id of `kind` names.
-fn ref_table(kind: RefKind) -> &'static str {
-    match kind {
-        RefKind::Chart => "slices",
-        RefKind::Dataset => "tables",
-        RefKind::AnnotationLayer => "annotation_layer",
-    }
-}
-
-/// JSON text with object keys sorted and no whitespace, whatever serde_json's map order.
-fn sorted_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_sorted(value, &mut out);
-    out
-}
-
-fn write_sorted(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_sorted(item, out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_sorted(item, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
 }
 
 #[cfg(test)]

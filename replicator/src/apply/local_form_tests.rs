@@ -385,7 +385,7 @@ fn every_json_text_column_with_ids_has_a_walker() {
         for embedded in policy.embedded {
             let local = embedded.refs.iter().any(|r| r.form == IdForm::LocalId);
             if embedded.format == EmbeddedFormat::JsonText && local {
-                assert!(Walker::of(table, embedded.column).is_some(), "{table}");
+                assert!(JsonColumn::of(table, embedded.column).is_some(), "{table}");
             }
         }
     }
@@ -955,7 +955,7 @@ fn chart_json() -> impl Strategy<Value = (String, String)> {
 }
 
 /// Every local id the walker finds in `json` of `kind`.
-fn local_ids(walker: Walker, json: &str) -> Vec<(RefKind, i64)> {
+fn local_ids(walker: JsonColumn, json: &str) -> Vec<(RefKind, i64)> {
     let mut json: Value = serde_json::from_str(json).unwrap();
     let mut found = Vec::new();
     let mut collect = |kind: RefKind, id: EmbeddedId| -> canonical::Result<EmbeddedId> {
@@ -964,7 +964,7 @@ fn local_ids(walker: Walker, json: &str) -> Vec<(RefKind, i64)> {
         }
         Ok(id)
     };
-    walker.walk(&mut json, &mut collect).unwrap();
+    walker.translate(&mut json, &mut collect).unwrap();
     found
 }
 
@@ -1004,10 +1004,10 @@ proptest! {
             TEXT,
         ));
         for field in &canonical.fields {
-            prop_assert!(field.value.as_str().is_some_and(|s| s == sorted_json(&serde_json::from_str(s).unwrap())));
+            prop_assert!(field.value.as_str().is_some_and(|s| s == canonical::sorted_json(&serde_json::from_str(s).unwrap())));
         }
         let columns = ready_columns(&local);
-        for (column, walker) in [("position_json", Walker::DashboardPosition), ("json_metadata", Walker::DashboardMetadata)] {
+        for (column, walker) in [("position_json", JsonColumn::DashboardPosition), ("json_metadata", JsonColumn::DashboardMetadata)] {
             let LocalValue::Text(text) = &columns[column] else { panic!("text") };
             for (kind, id) in local_ids(walker, text) {
                 prop_assert!(eu_ids.contains(&id), "{kind:?} {id} in {text}");
@@ -1024,7 +1024,7 @@ proptest! {
             TEXT,
         ));
         let columns = ready_columns(&local);
-        for (column, walker) in [("params", Walker::ChartParams), ("query_context", Walker::ChartQueryContext)] {
+        for (column, walker) in [("params", JsonColumn::ChartParams), ("query_context", JsonColumn::ChartQueryContext)] {
             let LocalValue::Text(text) = &columns[column] else { panic!("text") };
             for (kind, id) in local_ids(walker, text) {
                 prop_assert!(eu_ids.contains(&id), "{kind:?} {id} in {text}");

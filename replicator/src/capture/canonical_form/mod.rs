@@ -75,7 +75,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use canonical::{chart, dashboard, EmbeddedId, RefKind, DANGLING_PREFIX};
+use canonical::{EmbeddedId, JsonColumn, RefKind, DANGLING_PREFIX};
 use conflict::{FieldPath, RegionId};
 use envelope::{EntityChange, FieldWrite};
 use pgoutput::ColumnValue;
@@ -275,7 +275,7 @@ enum Pending {
     Reference { target: Target, local_id: i64 },
     /// JSON text with local ids inside, to walk again with the resolved ids.
     Embedded {
-        walker: Walker,
+        walker: JsonColumn,
         json: Value,
         ids: BTreeSet<(&'static str, i64)>,
     },
@@ -322,58 +322,19 @@ impl Pending {
     }
 }
 
-/// Which `canonical` walker knows a JSON text column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Walker {
-    DashboardPosition,
-    DashboardMetadata,
-    ChartParams,
-    ChartQueryContext,
-}
-
-impl Walker {
-    fn of(table: &str, column: &str) -> Option<Walker> {
-        match (table, column) {
-            ("dashboards", "position_json") => Some(Walker::DashboardPosition),
-            ("dashboards", "json_metadata") => Some(Walker::DashboardMetadata),
-            ("slices", "params") => Some(Walker::ChartParams),
-            ("slices", "query_context") => Some(Walker::ChartQueryContext),
-            _ => None,
-        }
-    }
-
-    fn walk(self, json: &mut Value, t: &mut dyn canonical::Translate) -> canonical::Result<()> {
-        match self {
-            Walker::DashboardPosition => dashboard::translate_position(json, t),
-            Walker::DashboardMetadata => dashboard::translate_metadata(json, t),
-            Walker::ChartParams => chart::translate_params(json, t),
-            Walker::ChartQueryContext => chart::translate_query_context(json, t),
-        }
-    }
-}
-
-/// The table an embedded id of `kind` names.
-fn ref_table(kind: RefKind) -> &'static str {
-    match kind {
-        RefKind::Chart => "slices",
-        RefKind::Dataset => "tables",
-        RefKind::AnnotationLayer => "annotation_layer",
-    }
-}
-
 /// The first pass over embedded JSON: every local id, left unchanged.
 fn collect_ids(
-    walker: Walker,
+    walker: JsonColumn,
     json: &mut Value,
 ) -> canonical::Result<BTreeSet<(&'static str, i64)>> {
     let mut ids = BTreeSet::new();
     let mut collect = |kind: RefKind, id: EmbeddedId| -> canonical::Result<EmbeddedId> {
         if let EmbeddedId::Local(n) = id {
-            ids.insert((ref_table(kind), n));
+            ids.insert((kind.table(), n));
         }
         Ok(id)
     };
-    walker.walk(json, &mut collect)?;
+    walker.translate(json, &mut collect)?;
     Ok(ids)
 }
 
@@ -434,7 +395,7 @@ fn prepare_embedded(
     let has_local_ids = embedded.refs.iter().any(|r| r.form == IdForm::LocalId);
     match embedded.format {
         EmbeddedFormat::JsonText => {
-            let walker = match Walker::of(table, embedded.column) {
+            let walker = match JsonColumn::of(table, embedded.column) {
                 Some(walker) => walker,
                 None if has_local_ids => return Err(no_walker(embedded)),
                 None => return scalar(column).map(Pending::Ready),
@@ -527,18 +488,18 @@ impl Translator<'_> {
                 let mut translate =
                     |kind: RefKind, id: EmbeddedId| -> canonical::Result<EmbeddedId> {
                         Ok(match id {
-                            EmbeddedId::Local(n) => self.id(ref_table(kind), n),
+                            EmbeddedId::Local(n) => self.id(kind.table(), n),
                             other => other,
                         })
                     };
                 walker
-                    .walk(&mut json, &mut translate)
+                    .translate(&mut json, &mut translate)
                     .map_err(|source| Error::EmbeddedIds {
                         table: self.table.to_owned(),
                         column: self.column.to_owned(),
                         source,
                     })?;
-                Ok(Value::String(sorted_json(&json)))
+                Ok(Value::String(canonical::sorted_json(&json)))
             }
         }
     }
@@ -572,7 +533,7 @@ fn dangling_token(region: RegionId, table: &str, local_id: i64) -> String {
 /// A column's text, `None` for NULL.
 mod value;
 
-use value::{column_text, scalar, sorted_json};
+use value::{column_text, scalar};
 
 #[cfg(test)]
 mod tests;

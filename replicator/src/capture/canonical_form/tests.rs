@@ -217,11 +217,11 @@ fn timestamptz_is_normalised_to_utc() {
 fn translated_json_is_written_with_sorted_keys() {
     let value = json!({"b": {"z": 1, "a": [true, null, {"y": "\"q\"", "x": 1.5}]}, "a": "é"});
     assert_eq!(
-        sorted_json(&value),
+        canonical::sorted_json(&value),
         r#"{"a":"é","b":{"a":[true,null,{"x":1.5,"y":"\"q\""}],"z":1}}"#
     );
     assert_eq!(
-        serde_json::from_str::<Value>(&sorted_json(&value)).unwrap(),
+        serde_json::from_str::<Value>(&canonical::sorted_json(&value)).unwrap(),
         value
     );
 }
@@ -238,7 +238,7 @@ fn the_first_pass_collects_every_local_id_and_changes_nothing() {
         "expanded_slices": {"5": true},
     });
     let before = metadata.clone();
-    let ids = collect_ids(Walker::DashboardMetadata, &mut metadata).unwrap();
+    let ids = collect_ids(JsonColumn::DashboardMetadata, &mut metadata).unwrap();
     assert_eq!(metadata, before);
     let want: BTreeSet<(&str, i64)> = [
         ("slices", 1),
@@ -252,7 +252,7 @@ fn the_first_pass_collects_every_local_id_and_changes_nothing() {
     assert_eq!(ids, want);
     let mut params = json!({"datasource": "7__table", "slice_id": 1,
         "annotation_layers": [{"sourceType": "NATIVE", "value": 4}]});
-    let ids = collect_ids(Walker::ChartParams, &mut params).unwrap();
+    let ids = collect_ids(JsonColumn::ChartParams, &mut params).unwrap();
     assert!(ids.contains(&("annotation_layer", 4)) && ids.contains(&("tables", 7)));
 }
 
@@ -263,7 +263,7 @@ fn every_column_the_policy_says_embeds_local_ids_has_a_walker() {
             let local = embedded.refs.iter().any(|r| r.form == IdForm::LocalId);
             match embedded.format {
                 EmbeddedFormat::JsonText if local => assert!(
-                    Walker::of(table, embedded.column).is_some(),
+                    JsonColumn::of(table, embedded.column).is_some(),
                     "{table}.{}",
                     embedded.column
                 ),
@@ -377,7 +377,7 @@ async fn a_dashboard_insert_is_translated_and_only_stamped_versioned_fields_leav
     let metadata_text = value(&out, "json_metadata").as_str().unwrap();
     let metadata: Value = serde_json::from_str(metadata_text).unwrap();
     assert_eq!(
-        sorted_json(&metadata),
+        canonical::sorted_json(&metadata),
         metadata_text,
         "sorted, compact text"
     );

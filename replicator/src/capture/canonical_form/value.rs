@@ -59,43 +59,6 @@ pub(super) fn scalar_text(type_oid: Oid, text: &str) -> std::result::Result<Valu
     }
 }
 
-/// JSON text with object keys sorted and no whitespace, whatever serde_json's map order.
-pub(super) fn sorted_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_sorted(value, &mut out);
-    out
-}
-
-pub(super) fn write_sorted(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_sorted(item, out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_sorted(item, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
-}
-
 /// A `timestamptz` as PostgreSQL prints it in `DateStyle` ISO (`2024-05-01 12:00:00.5+02`,
 /// offsets `+05:30` or `-00:19:32`, a ` BC` suffix, `infinity`) as ISO-8601 in UTC:
 /// `2024-05-01T10:00:00.5Z` (`infinity` and `-infinity` stay). The fraction keeps PostgreSQL's
