@@ -54,7 +54,7 @@ pub trait RegistryLookup {
 
 /// [`RegistryLookup`] through a normal (not replication) connection to the region's database.
 pub struct PgRegistry {
-    client: Client,
+    client: std::sync::Arc<Client>,
     statement: tokio::sync::OnceCell<Statement>,
 }
 
@@ -65,6 +65,12 @@ const LOOKUP_SQL: &str = "SELECT k.table_name, k.local_id, r.uuid \
 
 impl PgRegistry {
     pub fn new(client: Client) -> Self {
+        PgRegistry::shared(std::sync::Arc::new(client))
+    }
+
+    /// A lookup on a connection shared with other work (the snapshot reads its registry inside
+    /// its own repeatable-read transaction, on the connection that holds it).
+    pub fn shared(client: std::sync::Arc<Client>) -> Self {
         PgRegistry {
             client,
             statement: tokio::sync::OnceCell::new(),

@@ -108,12 +108,12 @@ use envelope::{Body, Codec, EntityChange, Envelope, Seq, UnixMicros};
 use pgoutput::{ColumnValue, Lsn, Oid};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
-use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow, Statement};
+use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 use uuid::Uuid;
 
 use super::canonical_form::CanonicalForm;
 use super::publish::{ensure_topic, KafkaSettings, Publisher, PublisherConfig};
-use super::registry::{RegistryCache, RegistryLookup, DEFAULT_CAPACITY};
+use super::registry::{PgRegistry, RegistryCache, RegistryLookup, DEFAULT_CAPACITY};
 use super::{CapturedChange, Column, Row, Stamp};
 use crate::database::DatabaseUrl;
 use crate::policy::{self, Identity, TablePolicy};
@@ -296,7 +296,7 @@ pub async fn run(config: &SnapshotConfig) -> Result<SnapshotReport> {
         "snapshot taken; publishing"
     );
 
-    let registry = RegistryCache::new(SnapshotRegistry::new(client.clone()), DEFAULT_CAPACITY);
+    let registry = RegistryCache::new(PgRegistry::shared(client.clone()), DEFAULT_CAPACITY);
     let mut canonical = CanonicalForm::new(config.region, registry);
     let mut out = Output {
         region: config.region,
@@ -797,62 +797,6 @@ async fn end_offset(settings: &KafkaSettings, topic: &str) -> Result<i64> {
             context,
             source: KafkaError::Canceled,
         }),
-    }
-}
-
-/// [`RegistryLookup`] on the snapshot's own connection, inside its transaction: lookups see the
-/// registry as of the snapshot (module docs).
-struct SnapshotRegistry {
-    client: Arc<Client>,
-    statement: tokio::sync::OnceCell<Statement>,
-}
-
-/// The same query as the reader's registry lookup.
-const LOOKUP_SQL: &str = "SELECT k.table_name, k.local_id, r.uuid \
-     FROM unnest($1::text[], $2::bigint[]) AS k (table_name, local_id) \
-     JOIN replicator.registry AS r USING (table_name, local_id)";
-
-impl SnapshotRegistry {
-    fn new(client: Arc<Client>) -> Self {
-        SnapshotRegistry {
-            client,
-            statement: tokio::sync::OnceCell::new(),
-        }
-    }
-}
-
-impl fmt::Debug for SnapshotRegistry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SnapshotRegistry").finish_non_exhaustive()
-    }
-}
-
-impl RegistryLookup for SnapshotRegistry {
-    async fn lookup(&self, keys: &[(&str, i64)]) -> Result<Vec<(String, i64, Uuid)>> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let statement = self
-            .statement
-            .get_or_try_init(|| self.client.prepare(LOOKUP_SQL))
-            .await
-            .map_err(Error::pg("prepare the registry lookup"))?;
-        let tables: Vec<&str> = keys.iter().map(|(table, _)| *table).collect();
-        let ids: Vec<i64> = keys.iter().map(|(_, id)| *id).collect();
-        let rows = self
-            .client
-            .query(statement, &[&tables, &ids])
-            .await
-            .map_err(Error::pg("look up replicator.registry"))?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    row.try_get(0).map_err(Error::pg("read a registry row"))?,
-                    row.try_get(1).map_err(Error::pg("read a registry row"))?,
-                    row.try_get(2).map_err(Error::pg("read a registry row"))?,
-                ))
-            })
-            .collect()
     }
 }
 
