@@ -674,17 +674,11 @@ impl<L: UuidLookup> LocalForm<L> {
     }
 
     fn table(&self, table: &str) -> Result<(&'static str, &'static TablePolicy)> {
-        match self.policy.rule(table) {
-            Some(rule) => match &rule.treatment {
-                Treatment::Replicated(policy) => Ok((rule.table, policy)),
-                _ => Err(Error::NotReplicated {
-                    table: table.to_owned(),
-                }),
-            },
-            None => Err(Error::NotReplicated {
+        self.policy
+            .replicated_table(table)
+            .ok_or_else(|| Error::NotReplicated {
                 table: table.to_owned(),
-            }),
-        }
+            })
     }
 }
 

@@ -191,6 +191,15 @@ impl Policy {
         self.rules
     }
 
+    /// The policy of `table` if it is replicated, with the table's name as the policy spells it.
+    pub fn replicated_table(&self, table: &str) -> Option<(&'static str, &'static TablePolicy)> {
+        let rule = self.rule(table)?;
+        match &rule.treatment {
+            Treatment::Replicated(policy) => Some((rule.table, policy)),
+            _ => None,
+        }
+    }
+
     pub fn rule(&self, table: &str) -> Option<&'static TableRule> {
         self.rules.iter().find(|rule| rule.table == table)
     }

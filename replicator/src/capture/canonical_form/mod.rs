@@ -84,9 +84,7 @@ use serde_json::Value;
 use super::registry::{PgRegistry, RegistryCache, RegistryLookup};
 use super::{CapturedChange, Column, Row};
 use crate::error::{Error, Result};
-use crate::policy::{
-    self, Embedded, EmbeddedFormat, IdForm, Policy, Reference, TablePolicy, Treatment,
-};
+use crate::policy::{self, Embedded, EmbeddedFormat, IdForm, Policy, Reference, TablePolicy};
 
 /// Type oids of the built-in types canonical form tells apart (`pg_type.oid`, fixed in
 /// PostgreSQL's catalog).
@@ -252,17 +250,11 @@ impl<L: RegistryLookup> CanonicalForm<L> {
 
     /// The policy of a replicated table.
     fn table(&self, table: &str) -> Result<(&'static str, &'static TablePolicy)> {
-        match self.policy.rule(table) {
-            Some(rule) => match &rule.treatment {
-                Treatment::Replicated(policy) => Ok((rule.table, policy)),
-                _ => Err(Error::NotReplicated {
-                    table: table.to_owned(),
-                }),
-            },
-            None => Err(Error::NotReplicated {
+        self.policy
+            .replicated_table(table)
+            .ok_or_else(|| Error::NotReplicated {
                 table: table.to_owned(),
-            }),
-        }
+            })
     }
 }
 
