@@ -27,6 +27,34 @@ install_postgres() {
     [ -x "$PG_BIN/initdb" ] || die "postgresql-15 installed but $PG_BIN/initdb is missing"
 }
 
+# promtool checks and unit-tests the Prometheus alert rules (compose/prometheus/). Debian ships it in the
+# `prometheus` package, which also installs the server and, where a service manager runs, starts it:
+# the lab wants the tool only, so the install forbids service starts (policy-rc.d) and stops and
+# disables the server if it was started anyway. Nothing is left listening.
+install_promtool() {
+    command -v promtool >/dev/null && return 0
+    local policy=/usr/sbin/policy-rc.d ours=false
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# dev/lab: no service starts while it installs packages\nexit 101\n' \
+            | as_root tee "$policy" >/dev/null
+        as_root chmod 0755 "$policy"
+        ours=true
+    fi
+    (
+        # shellcheck disable=SC2064 # expand now: the subshell's own values
+        trap "$ours && as_root rm -f $policy" EXIT
+        apt_install prometheus
+    )
+    if [ -d /run/systemd/system ] && systemctl is-enabled --quiet prometheus 2>/dev/null; then
+        log "stopping and disabling the prometheus service (the lab needs only promtool)"
+        as_root systemctl disable --now --quiet prometheus
+    elif [ -x /etc/init.d/prometheus ] && /etc/init.d/prometheus status >/dev/null 2>&1; then
+        log "stopping the prometheus service (the lab needs only promtool)"
+        as_root /etc/init.d/prometheus stop >/dev/null
+    fi
+    command -v promtool >/dev/null || die "prometheus installed but promtool is missing"
+}
+
 tansu_ok() { [ -x "$TANSU_BIN" ] && "$TANSU_BIN" --version 2>/dev/null | grep -q "tansu $TANSU_VERSION"; }
 
 install_tansu() {
@@ -56,5 +84,6 @@ PY
 
 install_all() {
     install_postgres
+    install_promtool
     install_tansu
 }

@@ -17,6 +17,9 @@ pub enum Action {
     Operator,
     /// A bug or a broken invariant of the replicator itself.
     Fatal,
+    /// The input is at fault (a record or source transaction that cannot be decoded or written
+    /// here): the applier quarantines it with the reason and goes on (DESIGN §5).
+    Quarantine,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +174,29 @@ pub enum Error {
         field: String,
         reason: String,
     },
+
+    #[error("apply: {table} {entity}: the merge refused the change")]
+    Merge {
+        table: String,
+        entity: uuid::Uuid,
+        #[source]
+        source: conflict::Error,
+    },
+
+    #[error("apply: {problem}")]
+    Unappliable { problem: String },
+
+    #[error("configuration: {problem}")]
+    Config { problem: String },
+
+    #[error("apply: {table} {entity}: {context}")]
+    ApplyRow {
+        table: String,
+        entity: uuid::Uuid,
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -280,6 +306,12 @@ impl Error {
             Error::LocalValue { .. } => {
                 "the change cannot be written in this region's terms (a value its column cannot hold, a column this database lacks, or a local id where only uuids belong): the applier quarantines it with this reason; check that both regions run the same Superset and replicator versions".into()
             }
+            Error::Config { .. } => {
+                "fix the named setting (see `replicator <command> --help`) and start again".into()
+            }
+            Error::Merge { .. } | Error::Unappliable { .. } | Error::ApplyRow { .. } => {
+                "the applier quarantined the source transaction with this reason and went on; read it with `replicator quarantine list`, fix its cause (often a region running another Superset or replicator version), then replay it with `replicator quarantine retry ID`".into()
+            }
             Error::Snapshot { .. } => {
                 "what a failed snapshot published is harmless (full entity states merge away; a snapshot transaction without its commit record is never applied): report this with the log line, then run the snapshot again".into()
             }
@@ -324,7 +356,19 @@ impl Error {
             | Error::EmbeddedIds { .. } => Action::Fatal,
             Error::NotSetUp => Action::Operator,
             Error::Snapshot { .. } => Action::Fatal,
-            Error::LocalValue { .. } => Action::Operator,
+            Error::Config { .. } => Action::Operator,
+            Error::LocalValue { .. } | Error::Merge { .. } | Error::Unappliable { .. } => {
+                Action::Quarantine
+            }
+            Error::ApplyRow { source, .. } => {
+                // A value (class 22) or constraint (23) this database refuses: the row is at
+                // fault, not the connection or the privileges.
+                let class = source.code().map(|c| c.code().get(..2).unwrap_or_default());
+                match class {
+                    Some("22" | "23") => Action::Quarantine,
+                    _ => postgres_action(source),
+                }
+            }
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod policy;
 pub mod setup;
 pub mod tail;
+pub mod verify;
 
 pub use conflict::RegionId;
 pub use database::DatabaseUrl;

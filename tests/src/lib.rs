@@ -15,6 +15,7 @@ mod broker;
 mod database;
 mod error;
 mod lab;
+mod mesh;
 mod private_broker;
 mod process;
 mod wait;
@@ -23,6 +24,7 @@ pub use broker::{consumer_config, producer_config, read_topic, Record, TestTopic
 pub use database::TestDb;
 pub use error::HarnessError;
 pub use lab::{Lab, Region};
+pub use mesh::{Member, Mesh};
 pub use private_broker::{end_offset, read_to_end, tansu_binary, PrivateBroker, TopicRecord};
 pub use process::{replicator_binary, run_setup, Sidecar};
 pub use wait::wait_until;

@@ -235,7 +235,7 @@ pub struct PgUuidRegistry {
 
 /// Uses the index `(table_name, uuid, local_id)`. Ids come from sequences and are never reused,
 /// so the newest id is the greatest (the table's comment: uuid → id takes the newest id).
-const LOCAL_IDS_SQL: &str =
+pub(crate) const LOCAL_IDS_SQL: &str =
     "SELECT DISTINCT ON (k.table_name, k.uuid) k.table_name, k.uuid, r.local_id \
      FROM unnest($1::text[], $2::uuid[]) AS k (table_name, uuid) \
      JOIN replicator.registry AS r USING (table_name, uuid) \
@@ -296,7 +296,8 @@ pub struct ColumnType {
 /// The columns of the replicated tables in this database, `table → column → type`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ColumnTypes {
-    tables: BTreeMap<String, BTreeMap<String, ColumnType>>,
+    /// Shared: every source transaction's [`LocalForm`] holds a copy.
+    tables: std::sync::Arc<BTreeMap<String, BTreeMap<String, ColumnType>>>,
 }
 
 impl ColumnTypes {
@@ -335,7 +336,7 @@ impl ColumnTypes {
     }
 
     pub fn insert(&mut self, table: &str, column: &str, column_type: ColumnType) {
-        self.tables
+        std::sync::Arc::make_mut(&mut self.tables)
             .entry(table.to_owned())
             .or_default()
             .insert(column.to_owned(), column_type);

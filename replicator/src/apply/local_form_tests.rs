@@ -695,7 +695,7 @@ async fn changes_that_cannot_be_local_are_errors_and_local_columns_never_written
     ] {
         let error = form.column_values("dashboards", &fields).await.unwrap_err();
         assert!(matches!(error, Error::LocalValue { .. }), "{error}");
-        assert_eq!(error.action(), crate::Action::Operator);
+        assert_eq!(error.action(), crate::Action::Quarantine);
     }
     let error = form.column_values("logs", &[]).await.unwrap_err();
     assert!(matches!(error, Error::NotReplicated { .. }), "{error}");

@@ -12,4 +12,14 @@
 //! canonical [`envelope::EntityChange`] into column values in this region's terms, or says which
 //! uuids the write still waits for (step 1 parks on them), or why the row cannot exist here.
 
+pub mod applier;
+pub mod consumer;
+pub mod derived;
+pub mod keys;
+pub mod ledger;
+pub mod local_config;
 pub mod local_form;
+pub mod rows;
+pub mod source_txn;
+pub mod transaction;
+pub mod versions;

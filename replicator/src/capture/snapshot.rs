@@ -475,6 +475,25 @@ struct Output {
     transactions: u64,
 }
 
+/// Where [`snapshot_table`] sends each entity: the topic (the snapshot) or a collection
+/// ([`crate::verify`]).
+pub(crate) trait EntitySink {
+    /// One entity's full canonical state.
+    fn change(&mut self, change: EntityChange) -> impl std::future::Future<Output = Result<()>>;
+    /// The end of a table.
+    fn commit(&mut self) -> impl std::future::Future<Output = Result<()>>;
+}
+
+impl EntitySink for Output {
+    async fn change(&mut self, change: EntityChange) -> Result<()> {
+        Output::change(self, change).await
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        Output::commit(self).await
+    }
+}
+
 impl Output {
     fn envelope(&self, seq: u64, body: Body) -> Envelope {
         Envelope {
@@ -522,12 +541,12 @@ struct ReadColumn {
 }
 
 /// Streams one table through a cursor and publishes its entities.
-async fn snapshot_table<L: RegistryLookup>(
+pub(crate) async fn snapshot_table<L: RegistryLookup, S: EntitySink>(
     client: &Client,
     table: &'static str,
     policy: &TablePolicy,
     canonical: &mut CanonicalForm<L>,
-    out: &mut Output,
+    out: &mut S,
 ) -> Result<TableReport> {
     let columns = published_columns(client, table, policy).await?;
     client

@@ -33,6 +33,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "versioning",
         sql: include_str!("../../sql/0002_versioning.sql"),
     },
+    Migration {
+        version: 3,
+        name: "apply",
+        sql: include_str!("../../sql/0003_apply.sql"),
+    },
 ];
 
 impl Migration {

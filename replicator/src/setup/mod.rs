@@ -31,7 +31,7 @@ mod plan;
 mod publication;
 mod replica_identity;
 mod slot;
-mod sql;
+pub(crate) mod sql;
 
 use tokio_postgres::Client;
 

@@ -1,0 +1,180 @@
+//! Versions: an entity's clock and field stamps as this region stores them
+//! (`replicator.entity`, `replicator.field_version`), read before a merge and written after it.
+//!
+//! **Contract.** [`load`] locks the entity's row (`FOR UPDATE`) for the rest of the apply
+//! transaction and returns its clock, existence, greatest hlc and the stamps of the fields asked
+//! for (`$exists` always). [`save`] writes the merged clock, existence and greatest hlc, and the
+//! stamps of the fields the merge replaced. Values are not stored here: they live in Superset's
+//! row, which is what a region's reader publishes.
+//!
+//! **Why the greatest hlc is kept.** A later local write must carry an hlc above every hlc the
+//! entity holds, whichever region wrote it (`replicator.stamp` takes `max_hlc + 1` at least), so
+//! "later" never contradicts "caused by" (DESIGN §1). Saving takes the max of the stored value and
+//! every incoming stamp.
+
+use std::collections::BTreeMap;
+
+use conflict::{Counter, Dot, FieldPath, Hlc, RegionId, VersionVector};
+use serde_json::Value;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// A field's stored stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub dot: Dot,
+    pub hlc: Hlc,
+}
+
+/// What this region stores about one entity.
+#[derive(Debug, Clone, Default)]
+pub struct LocalVersions {
+    /// Whether the entity has a `replicator.entity` row (alive or a tombstone).
+    pub known: bool,
+    pub clock: VersionVector,
+    pub alive: bool,
+    pub max_hlc: Option<Hlc>,
+    /// Stamps by field; `$exists` included when stored.
+    pub fields: BTreeMap<FieldPath, Stamp>,
+}
+
+fn bad(what: &str, detail: impl std::fmt::Display) -> Error {
+    Error::StreamShape {
+        problem: format!("replicator state: {what}: {detail}"),
+    }
+}
+
+/// Loads (and locks) an entity's versions; `fields` `None` loads every stored field.
+pub async fn load(
+    client: &impl GenericClient,
+    table: &str,
+    uuid: Uuid,
+    fields: Option<&[String]>,
+) -> Result<LocalVersions> {
+    let row = client
+        .query_opt(
+            "SELECT clock, alive, max_hlc FROM replicator.entity
+             WHERE table_name = $1 AND uuid = $2 FOR UPDATE",
+            &[&table, &uuid],
+        )
+        .await
+        .map_err(Error::pg("read an entity's clock"))?;
+    let Some(row) = row else {
+        return Ok(LocalVersions::default());
+    };
+    let clock: Value = row.try_get(0).map_err(Error::pg("read a clock"))?;
+    let clock: VersionVector =
+        serde_json::from_value(clock).map_err(|e| bad("an entity clock", e))?;
+    let alive: bool = row.try_get(1).map_err(Error::pg("read alive"))?;
+    let max_hlc: i64 = row.try_get(2).map_err(Error::pg("read max_hlc"))?;
+    let max_hlc = Hlc::from_i64(max_hlc).map_err(|e| bad("max_hlc", e))?;
+
+    let rows = match fields {
+        Some(fields) => {
+            let mut names: Vec<&str> = fields.iter().map(String::as_str).collect();
+            names.push("$exists");
+            client
+                .query(
+                    "SELECT field, region, counter, hlc FROM replicator.field_version
+                     WHERE table_name = $1 AND uuid = $2 AND field = ANY($3::text[])",
+                    &[&table, &uuid, &names],
+                )
+                .await
+        }
+        None => {
+            client
+                .query(
+                    "SELECT field, region, counter, hlc FROM replicator.field_version
+                     WHERE table_name = $1 AND uuid = $2",
+                    &[&table, &uuid],
+                )
+                .await
+        }
+    }
+    .map_err(Error::pg("read an entity's field stamps"))?;
+    let mut stamps = BTreeMap::new();
+    for row in rows {
+        let read = || Error::pg("read a field stamp");
+        let field: String = row.try_get(0).map_err(read())?;
+        let region: String = row.try_get(1).map_err(read())?;
+        let counter: i64 = row.try_get(2).map_err(read())?;
+        let hlc: i64 = row.try_get(3).map_err(read())?;
+        let path = if field == "$exists" {
+            FieldPath::existence()
+        } else {
+            FieldPath::new(&field).map_err(|e| bad("a field path", e))?
+        };
+        let region = RegionId::new(&region).map_err(|e| bad("a region", e))?;
+        let counter = u64::try_from(counter).map_err(|e| bad("a counter", e))?;
+        let hlc = Hlc::from_i64(hlc).map_err(|e| bad("an hlc", e))?;
+        stamps.insert(
+            path,
+            Stamp {
+                dot: Dot::new(region, Counter(counter)),
+                hlc,
+            },
+        );
+    }
+    Ok(LocalVersions {
+        known: true,
+        clock,
+        alive,
+        max_hlc: Some(max_hlc),
+        fields: stamps,
+    })
+}
+
+/// Writes a merged entity: its clock, existence, greatest hlc, and the stamps of `written`.
+pub async fn save(
+    client: &impl GenericClient,
+    table: &str,
+    uuid: Uuid,
+    clock: &VersionVector,
+    alive: bool,
+    max_hlc: Hlc,
+    written: &[(FieldPath, Stamp)],
+) -> Result<()> {
+    let clock = serde_json::to_value(clock).map_err(|e| bad("a clock", e))?;
+    let max_hlc = max_hlc.to_i64().map_err(|e| bad("max_hlc", e))?;
+    client
+        .execute(
+            "INSERT INTO replicator.entity AS e (table_name, uuid, clock, max_hlc, alive)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (table_name, uuid) DO UPDATE SET
+                 clock = EXCLUDED.clock,
+                 max_hlc = greatest(e.max_hlc, EXCLUDED.max_hlc),
+                 alive = EXCLUDED.alive",
+            &[&table, &uuid, &clock, &max_hlc, &alive],
+        )
+        .await
+        .map_err(Error::pg("write an entity's clock"))?;
+    if written.is_empty() {
+        return Ok(());
+    }
+    let mut fields = Vec::with_capacity(written.len());
+    let mut regions = Vec::with_capacity(written.len());
+    let mut counters = Vec::with_capacity(written.len());
+    let mut hlcs = Vec::with_capacity(written.len());
+    for (path, stamp) in written {
+        fields.push(path.as_str());
+        regions.push(stamp.dot.region.as_str());
+        counters.push(i64::try_from(stamp.dot.counter.0).map_err(|e| bad("a counter", e))?);
+        hlcs.push(stamp.hlc.to_i64().map_err(|e| bad("an hlc", e))?);
+    }
+    client
+        .execute(
+            "INSERT INTO replicator.field_version AS f (table_name, uuid, field, region, counter, hlc)
+             SELECT $1, $2, w.field, w.region, w.counter, w.hlc
+             FROM unnest($3::text[], $4::text[], $5::bigint[], $6::bigint[])
+                  AS w (field, region, counter, hlc)
+             ON CONFLICT (table_name, uuid, field) DO UPDATE SET
+                 region = EXCLUDED.region, counter = EXCLUDED.counter, hlc = EXCLUDED.hlc,
+                 xid = NULL",
+            &[&table, &uuid, &fields, &regions, &counters, &hlcs],
+        )
+        .await
+        .map_err(Error::pg("write field stamps"))?;
+    Ok(())
+}
