@@ -385,6 +385,8 @@ fn postgres_action(error: &tokio_postgres::Error) -> Action {
         // resources, operator intervention (shutdown), system error
         "08" | "40" | "53" | "57" | "58" => Action::Retry,
         "55" if *code == SqlState::LOCK_NOT_AVAILABLE => Action::Retry,
+        // e.g. the replication origin still held by the session of an applier that just died
+        "55" if *code == SqlState::OBJECT_IN_USE => Action::Retry,
         // privileges, invalid authorization, configuration limits, object state
         "42" if *code == SqlState::INSUFFICIENT_PRIVILEGE => Action::Operator,
         "28" | "55" | "54" => Action::Operator,

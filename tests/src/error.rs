@@ -28,7 +28,7 @@ pub enum HarnessError {
 }
 
 impl HarnessError {
-    pub(crate) fn pg(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Self {
+    pub fn pg(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Self {
         let context = context.into();
         move |source| Self::Postgres { context, source }
     }

@@ -22,6 +22,8 @@ pub struct Member {
     pub sidecar: Option<Sidecar>,
     /// Extra arguments for this member's sidecar.
     pub extra_args: Vec<String>,
+    /// The regions this member applies, when not every other member.
+    pub sources: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Member {
@@ -59,6 +61,7 @@ impl Mesh {
                 publication,
                 sidecar: None,
                 extra_args: Vec::new(),
+                sources: None,
             });
         }
         Ok(Mesh { prefix, members })
@@ -106,7 +109,7 @@ impl Mesh {
         let Some(member) = self.members.get(i) else {
             return Err(HarnessError::Other(format!("no member {i}")));
         };
-        let sources = sources.join(",");
+        let sources = member.sources.clone().unwrap_or(sources).join(",");
         let mut args: Vec<&str> = vec![
             "run",
             "--region",
@@ -145,6 +148,36 @@ impl Mesh {
         let i = self.index(region);
         self.kill(region);
         self.start_sidecar(i)
+    }
+
+    /// Stops every sidecar (SIGKILL): a partition of everyone from everyone.
+    pub fn kill_all(&mut self) {
+        for member in &mut self.members {
+            if let Some(mut sidecar) = member.sidecar.take() {
+                sidecar.kill();
+            }
+        }
+    }
+
+    /// Starts every sidecar that is not running.
+    pub fn start_all(&mut self) -> Result<(), HarnessError> {
+        for i in 0..self.members.len() {
+            if self.members.get(i).is_some_and(|m| m.sidecar.is_none()) {
+                self.start_sidecar(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts rows of `sql` (a `SELECT count(*) ...`) in a region.
+    pub async fn count(&self, region: &str, sql: &str) -> Result<i64, HarnessError> {
+        let row = self
+            .client(region)
+            .query_one(sql, &[])
+            .await
+            .map_err(|e| HarnessError::Other(format!("{sql}: {e}")))?;
+        row.try_get(0)
+            .map_err(|e| HarnessError::Other(format!("{sql}: {e}")))
     }
 
     /// Every sidecar's log, for a failure message.
