@@ -13,7 +13,8 @@ sidecar beside each (A applies B's topic, B applies A's). Through the REST APIs 
    4. waits until B's REST API serves the dashboard by uuid, with the same title, its layout and
       native filter pointing at B's own chart and dataset ids; /dashboard/<B id>/charts lists the
       three charts (by uuid and name); /dashboard/<B id>/datasets lists the dataset (with B's own
-      permission string); and each chart's data query in B answers 200 with A's rows
+      permission string); and each chart's data query in B answers 200 with the rows of B's
+      own examples database (A's rows, or A's scaled by --b-scale)
    5. through B's API: renames the dashboard and a chart, reverses the layout's chart order
       and narrows the native filter to two charts (in B's ids); waits until A's API shows all
       of it in A's ids (and that A's dashboard still holds its three charts)
@@ -148,6 +149,14 @@ def rows_of(payload: dict) -> list[dict]:
 
 def canon_rows(rows: list[dict]) -> list[str]:
     return sorted(json.dumps(r, sort_keys=True, default=str) for r in rows)
+
+
+def scaled(rows: list[dict], factor: float) -> list[dict]:
+    """The rows with every number multiplied (every number the charts answer is a sum of
+    amounts)."""
+    def one(v: Any) -> Any:
+        return v * factor if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+    return [{k: one(v) for k, v in r.items()} for r in rows]
 
 
 # ------------------------------------------------------------------------ the checks ---
@@ -324,6 +333,7 @@ class Run:
                 if not rows:
                     raise Failed(f"chart {ch['name']} answered no rows in A")
                 ch["rows"] = canon_rows(rows)
+                ch["rows_b"] = canon_rows(scaled(rows, s.args.b_scale))
                 c.details.append(f"{ch['name']}: {len(rows)} rows, e.g. {rows[0]}")
 
         # ---- B serves what A built
@@ -451,11 +461,13 @@ class Run:
                 rows = rows_of(res)
                 if not rows:
                     raise Failed(f"{ch['name']}: B's data query answered no rows")
-                if canon_rows(rows) != ch["rows"]:
-                    raise Failed(f"{ch['name']}: B's rows {canon_rows(rows)[:5]} differ from A's "
-                                 f"{ch['rows'][:5]}")
+                same = "the same as A's" if s.args.b_scale == 1 else \
+                    f"A's with every amount x{s.args.b_scale:g} (B's own examples database)"
+                if canon_rows(rows) != ch["rows_b"]:
+                    raise Failed(f"{ch['name']}: B's rows {canon_rows(rows)[:5]} are not {same}: "
+                                 f"{ch['rows_b'][:5]} (A's: {ch['rows'][:5]})")
                 c.details.append(f"{ch['name']}: GET /api/v1/chart/{cid}/data/ -> 200, "
-                                 f"{len(rows)} rows, the same as A's")
+                                 f"{len(rows)} rows, {same}")
 
         # ---- an edit through B shows up in A
         def edit_in_b(c: Check) -> None:
@@ -567,6 +579,9 @@ def main() -> int:
     ap.add_argument("--suffix", default=uuid.uuid4().hex[:8],
                     help="appended to every name this run creates; the database connection is "
                          "named 'e2e examples <suffix>' (B's local columns file must name it)")
+    ap.add_argument("--b-scale", type=float, default=1,
+                    help="B's examples database holds A's amounts times this (default 1: the "
+                         "same data), so B's chart rows must be A's scaled by it")
     ap.add_argument("--wait", type=float, default=120,
                     help="seconds each replication wait may take")
     ap.add_argument("--report", help="write a JSON report here")
