@@ -555,7 +555,7 @@ class Run:
             ("B lists its charts (GET /api/v1/dashboard/<id>/charts)", charts_in_b),
             ("B lists its dataset (GET /api/v1/dashboard/<id>/datasets)", datasets_in_b),
             ("B's layout and native filter name B's own chart and dataset ids", layout_in_b),
-            ("each chart's data query runs in B with A's rows (GET /api/v1/chart/<id>/data/)",
+            ("each chart's data query runs in B on B's own connection (GET /api/v1/chart/<id>/data/)",
              data_in_b),
             ("edit through B: rename the dashboard and a chart, reorder the layout, narrow "
              "the native filter", edit_in_b),
