@@ -5,6 +5,7 @@
 //! - `big-txn`: peak RSS of `replicator capture` while it publishes one transaction of N rows
 //!   (default 1 000 000), and the time from commit to the slot confirming it.
 
+mod backlog;
 mod big_txn;
 mod rss;
 
@@ -33,6 +34,12 @@ enum Measure {
         #[arg(long, default_value = "us")]
         region: String,
     },
+    /// P1: drain a backlog of `--rows` single-row transactions, ours against a native
+    /// subscription.
+    Backlog {
+        #[arg(long, default_value_t = 100_000)]
+        rows: u64,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +57,7 @@ fn main() -> std::process::ExitCode {
     let outcome = runtime.block_on(async {
         match cli.measure {
             Measure::BigTxn { rows, region } => big_txn::run(rows, &region).await,
+            Measure::Backlog { rows } => backlog::run(rows).await,
         }
     });
     match outcome {

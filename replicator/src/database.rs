@@ -38,6 +38,12 @@ impl DatabaseUrl {
         Ok(DatabaseUrl { config })
     }
 
+    /// The same target with `password` (from the configuration's secret), over the url's.
+    pub fn with_password(mut self, password: &str) -> Self {
+        self.config.password(password);
+        self
+    }
+
     /// The target without credentials: `user@host:port/dbname`.
     pub fn redacted(&self) -> String {
         let host = self

@@ -189,6 +189,22 @@ pub enum Error {
     #[error("configuration: {problem}")]
     Config { problem: String },
 
+    /// One setting of the configuration (file, environment or flag) is wrong; `key` is its
+    /// dotted name in the file (`applier.sources`), `fix` what to do.
+    #[error("configuration: {key}: {problem}")]
+    Setting {
+        key: String,
+        problem: String,
+        fix: String,
+    },
+
+    #[error("cannot serve metrics on {address}")]
+    MetricsListen {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("apply: {table} {entity}: {context}")]
     ApplyRow {
         table: String,
@@ -197,6 +213,18 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
+
+    #[error("no {kind} with id {id} in this region")]
+    NoSuchRecord { kind: &'static str, id: i64 },
+
+    #[error("conflict {id} cannot be resolved that way: {reason}")]
+    CannotResolve { id: i64, reason: String },
+
+    #[error("teardown cannot run now: {reason}")]
+    TeardownBlocked { reason: String },
+
+    #[error("teardown was not confirmed (expected {expected:?})")]
+    NotConfirmed { expected: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -309,11 +337,28 @@ impl Error {
             Error::Config { .. } => {
                 "fix the named setting (see `replicator <command> --help`) and start again".into()
             }
+            Error::Setting { fix, .. } => fix.clone(),
+            Error::MetricsListen { .. } => {
+                "another process holds the port, or the address is not this host's: choose another with `metrics.listen` (REPLICATOR_METRICS_LISTEN, --metrics-listen), or `off` to serve no metrics".into()
+            }
             Error::Merge { .. } | Error::Unappliable { .. } | Error::ApplyRow { .. } => {
                 "the applier quarantined the source transaction with this reason and went on; read it with `replicator quarantine list`, fix its cause (often a region running another Superset or replicator version), then replay it with `replicator quarantine retry ID`".into()
             }
             Error::Snapshot { .. } => {
                 "what a failed snapshot published is harmless (full entity states merge away; a snapshot transaction without its commit record is never applied): report this with the log line, then run the snapshot again".into()
+            }
+            Error::NoSuchRecord { kind, .. } => format!(
+                "ids are per region (each region keeps its own log under its own ids): list this region's with `replicator {} list`",
+                if *kind == "conflict" { "conflicts" } else { "quarantine" }
+            ),
+            Error::CannotResolve { .. } => {
+                "settle it in Superset instead (edit or recreate the object in one region; the edit replicates everywhere), or choose another `--keep`".into()
+            }
+            Error::TeardownBlocked { .. } => {
+                "stop this region's sidecar (`replicator run`, `capture` or `apply`) first, then run teardown again".into()
+            }
+            Error::NotConfirmed { .. } => {
+                "nothing was changed; run teardown again and type the region id when asked, or pass `--yes` (see `--dry-run` for what it drops)".into()
             }
         }
     }
@@ -357,9 +402,14 @@ impl Error {
             Error::NotSetUp => Action::Operator,
             Error::Snapshot { .. } => Action::Fatal,
             Error::Config { .. } => Action::Operator,
+            Error::Setting { .. } | Error::MetricsListen { .. } => Action::Operator,
             Error::LocalValue { .. } | Error::Merge { .. } | Error::Unappliable { .. } => {
                 Action::Quarantine
             }
+            Error::NoSuchRecord { .. }
+            | Error::CannotResolve { .. }
+            | Error::TeardownBlocked { .. }
+            | Error::NotConfirmed { .. } => Action::Operator,
             Error::ApplyRow { source, .. } => {
                 // A value (class 22) or constraint (23) this database refuses: the row is at
                 // fault, not the connection or the privileges.

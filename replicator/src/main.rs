@@ -8,10 +8,17 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use replicator::Action;
 
-use cli::apply::{ApplyArgs, RunArgs, APPLY_EXAMPLES, RUN_EXAMPLES};
+use cli::apply::{ApplyArgs, APPLY_EXAMPLES};
 use cli::capture::{
     CaptureArgs, SnapshotArgs, TailArgs, CAPTURE_EXAMPLES, SNAPSHOT_EXAMPLES, TAIL_EXAMPLES,
 };
+use cli::operator::logs::{ConflictsArgs, QuarantineArgs, CONFLICTS_EXAMPLES, QUARANTINE_EXAMPLES};
+use cli::operator::{
+    LagArgs, StatusArgs, TeardownArgs, VerifyArgs, LAG_EXAMPLES, STATUS_EXAMPLES,
+    TEARDOWN_EXAMPLES, VERIFY_EXAMPLES,
+};
+use cli::config::{ConfigArgs, CONFIG_EXAMPLES};
+use cli::run::{RunArgs, RUN_EXAMPLES};
 use cli::setup::{SetupArgs, SETUP_EXAMPLES};
 
 #[derive(Debug, Parser)]
@@ -47,6 +54,28 @@ enum Command {
     /// Run the reader and the applier together in one process, until SIGTERM or SIGINT.
     #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
+    /// Check the configuration of `run` and print it (secrets redacted), or its reference.
+    #[command(after_help = CONFIG_EXAMPLES)]
+    Config(ConfigArgs),
+    /// This region's replication state: per source region the applied position, lag, parked and
+    /// quarantined counts; the own slot's retained WAL.
+    #[command(after_help = STATUS_EXAMPLES)]
+    Status(StatusArgs),
+    /// The lag of every source region applied here, in seconds.
+    #[command(after_help = LAG_EXAMPLES)]
+    Lag(LagArgs),
+    /// Read and settle the conflict log: concurrent writes of one field, and who won.
+    #[command(after_help = CONFLICTS_EXAMPLES)]
+    Conflicts(ConflictsArgs),
+    /// Read what the applier quarantined (records it could not decode or apply).
+    #[command(after_help = QUARANTINE_EXAMPLES)]
+    Quarantine(QuarantineArgs),
+    /// Compare this region's replicated state with other regions'; exit 1 when they diverge.
+    #[command(after_help = VERIFY_EXAMPLES)]
+    Verify(VerifyArgs),
+    /// Remove everything `setup` installed from this region's database (asks first).
+    #[command(after_help = TEARDOWN_EXAMPLES)]
+    Teardown(TeardownArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,7 +104,19 @@ fn main() -> ExitCode {
         Command::Snapshot(args) => runtime.block_on(cli::capture::run_snapshot(args)),
         Command::Tail(args) => runtime.block_on(cli::capture::run_tail(args)),
         Command::Apply(args) => runtime.block_on(cli::apply::run_apply(args)),
-        Command::Run(args) => runtime.block_on(cli::apply::run_both(args)),
+        Command::Run(args) => runtime.block_on(cli::run::run(args)),
+        Command::Config(args) => runtime.block_on(cli::config::run_config(args)),
+        Command::Status(args) => runtime.block_on(cli::operator::run_status(args)),
+        Command::Lag(args) => runtime.block_on(cli::operator::run_lag(args)),
+        Command::Conflicts(args) => runtime.block_on(cli::operator::logs::run_conflicts(args)),
+        Command::Quarantine(args) => runtime.block_on(cli::operator::logs::run_quarantine(args)),
+        Command::Teardown(args) => runtime.block_on(cli::operator::run_teardown(args)),
+        // Divergence is a finding, not an error: exit status 1, like diff(1).
+        Command::Verify(args) => match runtime.block_on(cli::operator::run_verify(args)) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(error) => Err(error),
+        },
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -103,3 +103,142 @@ pub fn diff(a: &CanonicalState, b: &CanonicalState) -> Vec<(String, Uuid)> {
         .cloned()
         .collect()
 }
+
+/// One table of one region's state: how many entities, and the md5 (hex) of their canonical JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableDigest {
+    pub entities: usize,
+    pub md5: String,
+}
+
+/// `value` as compact JSON with every object's keys sorted, whatever map order serde_json keeps,
+/// so equal states give equal bytes (and equal digests) in every region.
+pub fn canonical_text(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(item, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// Per table, the digest of its entities: md5 over `uuid SP canonical-json LF` in uuid order.
+/// Every replicated table of the policy is present, empty ones included.
+pub fn table_digests(state: &CanonicalState) -> BTreeMap<String, TableDigest> {
+    use md5::{Digest, Md5};
+    let mut hashers: BTreeMap<String, (usize, Md5)> = policy::superset()
+        .replicated()
+        .map(|(table, _)| (table.to_owned(), (0, Md5::new())))
+        .collect();
+    for ((table, uuid), value) in state {
+        let (count, hasher) = hashers
+            .entry(table.clone())
+            .or_insert_with(|| (0, Md5::new()));
+        *count += 1;
+        hasher.update(format!("{uuid} {}\n", canonical_text(value)).as_bytes());
+    }
+    hashers
+        .into_iter()
+        .map(|(table, (entities, hasher))| {
+            let md5 = hasher
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            (table, TableDigest { entities, md5 })
+        })
+        .collect()
+}
+
+/// What differs between two versions of one entity: `clock`, the names of the fields whose
+/// value or stamp differ, or `missing` when one side has no such entity.
+pub fn differing_fields(a: Option<&Value>, b: Option<&Value>) -> Vec<String> {
+    let (Some(a), Some(b)) = (a, b) else {
+        return if a == b {
+            Vec::new()
+        } else {
+            vec!["missing".to_owned()]
+        };
+    };
+    let mut out = Vec::new();
+    if a.get("clock") != b.get("clock") {
+        out.push("clock".to_owned());
+    }
+    let empty = serde_json::Map::new();
+    let fields = |v: &'_ Value| {
+        v.get("fields")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_else(|| empty.clone())
+    };
+    let (fa, fb) = (fields(a), fields(b));
+    let names: BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
+    for name in names {
+        if fa.get(name) != fb.get(name) {
+            out.push(name.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_text_sorts_keys_and_digests_cover_every_table() {
+        let value = json!({"b": 1, "a": {"d": [1, {"z": 0, "y": null}], "c": "x"}});
+        assert_eq!(
+            canonical_text(&value),
+            r#"{"a":{"c":"x","d":[1,{"y":null,"z":0}]},"b":1}"#
+        );
+        let mut state = CanonicalState::new();
+        state.insert(("dashboards".into(), Uuid::nil()), value.clone());
+        let digests = table_digests(&state);
+        assert_eq!(digests.get("dashboards").map(|d| d.entities), Some(1));
+        assert_eq!(
+            digests.get("slices").map(|d| d.md5.as_str()),
+            Some("d41d8cd98f00b204e9800998ecf8427e"),
+            "an empty table has the md5 of nothing"
+        );
+        let mut other = state.clone();
+        other.insert(("dashboards".into(), Uuid::nil()), json!({"b": 1}));
+        assert_ne!(table_digests(&other), digests);
+    }
+
+    #[test]
+    fn differing_fields_name_the_clock_and_fields() {
+        let a = json!({"clock": {"us": 2}, "fields": {"t": {"value": "a"}, "c": {"value": 1}}});
+        let b = json!({"clock": {"us": 3}, "fields": {"t": {"value": "b"}, "c": {"value": 1}}});
+        assert_eq!(differing_fields(Some(&a), Some(&b)), ["clock", "t"]);
+        assert_eq!(differing_fields(Some(&a), None), ["missing"]);
+        assert!(differing_fields(Some(&a), Some(&a)).is_empty());
+    }
+}

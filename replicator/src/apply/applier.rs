@@ -31,17 +31,34 @@ use crate::capture::publish::KafkaSettings;
 use crate::database::DatabaseUrl;
 use crate::error::{Action, Error, Result};
 use crate::policy::{self, Policy};
+use crate::telemetry::apply::ApplierStarted;
 
+use super::batch::{Batch, Session};
 use super::consumer::{Consumer, Delivery};
-use super::ledger::{self, QuarantineSite};
+use super::ledger;
 use super::local_config::LocalColumns;
 use super::local_form::ColumnTypes;
 use super::rows::{Rows, SqlTypes};
-use super::source_txn::{Assembled, Assembler, Offset, RawRecord, SourceTxn};
-use super::transaction::{Outcome, TxnApplier};
+use super::source_txn::{Assembler, Offset, RawRecord};
+use super::transaction::TxnApplier;
 
-/// The replication origin the applier's transactions carry.
-pub const ORIGIN: &str = "replicator_apply";
+/// The prefix of the replication origin the applier's transactions carry; the origin is
+/// `replicator_apply_<database oid>` ([`origin_name`]): origins are cluster-wide, and a cluster
+/// may hold several Superset databases, each with its own applier.
+pub const ORIGIN: &str = "replicator_apply_";
+
+/// The name of this database's applier origin.
+pub async fn origin_name(client: &Client) -> Result<String> {
+    let row = client
+        .query_one(
+            "SELECT oid::bigint FROM pg_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .map_err(Error::pg("read this database's oid"))?;
+    let oid: i64 = row.try_get(0).map_err(Error::pg("read this database's oid"))?;
+    Ok(format!("{ORIGIN}{oid}"))
+}
 
 /// What one applier needs.
 #[derive(Debug, Clone)]
@@ -88,12 +105,6 @@ struct Source {
     assembler: Assembler,
 }
 
-/// The database side of a session.
-struct Session<'a> {
-    client: Client,
-    applier: TxnApplier,
-    codec: &'a Codec,
-}
 
 async fn session(config: &ApplierConfig, codec: &Codec, cancel: &CancellationToken) -> Result<()> {
     let policy: &'static Policy = policy::superset();
@@ -123,19 +134,44 @@ async fn session(config: &ApplierConfig, codec: &Codec, cancel: &CancellationTok
             },
         );
     }
+    let parked = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM replicator.parked)", &[])
+        .await
+        .map_err(Error::pg("look for parked transactions"))?
+        .try_get(0)
+        .map_err(Error::pg("look for parked transactions"))?;
     let mut session = Session {
         client,
         applier,
         codec,
+        parked,
     };
-    session.drain_parked(true).await?;
+    if session.parked {
+        session.drain_parked(true).await?;
+    }
+    let mut batch = Batch::default();
     let group = format!("replicator-apply-{}", config.region);
     let mut consumer = Consumer::start(&config.kafka, &group, &assignment)?;
-    tracing::info!(region = %config.region, sources = ?config.sources, "applier started");
+    ApplierStarted {
+        region: config.region.as_str(),
+        sources: &config.sources,
+    }
+    .emit();
     loop {
-        let delivery = tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            delivery = consumer.next() => delivery,
+        // Fill the batch with what is already fetched; apply it once nothing more is at hand.
+        let delivery = if batch.is_empty() {
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                delivery = consumer.next() => delivery,
+            }
+        } else {
+            match consumer.try_next() {
+                Some(delivery) => Some(delivery),
+                None => {
+                    session.flush(&mut batch).await?;
+                    continue;
+                }
+            }
         };
         let fetched = match delivery {
             Some(Delivery::Record(fetched)) => fetched,
@@ -160,9 +196,10 @@ async fn session(config: &ApplierConfig, codec: &Codec, cancel: &CancellationTok
         if let Some(assembled) = assembled {
             let resume = source.assembler.resume_offset();
             let region = source.assembler.source();
-            session
-                .handle(region.as_str(), &source.topic, resume, assembled)
-                .await?;
+            batch.push(region.as_str(), &source.topic, resume, assembled);
+            if batch.is_full() {
+                session.flush(&mut batch).await?;
+            }
         }
     }
 }
@@ -190,16 +227,17 @@ async fn prepare(client: &Client, region: RegionId) -> Result<()> {
             requested: region.to_string(),
         });
     }
+    let origin = origin_name(client).await?;
     client
         .execute(
             "SELECT pg_replication_origin_create($1)
              WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
-            &[&ORIGIN],
+            &[&origin],
         )
         .await
         .map_err(Error::pg("create the applier's replication origin"))?;
     client
-        .execute("SELECT pg_replication_origin_session_setup($1)", &[&ORIGIN])
+        .execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
         .await
         .map_err(Error::pg(
             "take the replication origin (is another applier running against this database?)",
@@ -207,238 +245,3 @@ async fn prepare(client: &Client, region: RegionId) -> Result<()> {
     Ok(())
 }
 
-impl Session<'_> {
-    async fn handle(
-        &mut self,
-        source: &str,
-        topic: &str,
-        resume: Offset,
-        assembled: Assembled,
-    ) -> Result<()> {
-        match assembled {
-            Assembled::Txn(txn) => {
-                self.apply(topic, resume, &txn).await?;
-                self.drain_parked(false).await
-            }
-            Assembled::Broken {
-                reason,
-                detail,
-                commit_lsn,
-                records,
-            } => {
-                tracing::warn!(
-                    source,
-                    reason = reason.as_str(),
-                    detail,
-                    "records quarantined"
-                );
-                let tx = self
-                    .client
-                    .transaction()
-                    .await
-                    .map_err(Error::pg("begin"))?;
-                let site = QuarantineSite {
-                    source,
-                    topic,
-                    commit_lsn,
-                };
-                ledger::quarantine(&tx, &site, &records, reason.as_str(), &detail).await?;
-                ledger::save_position(&tx, source, topic, resume, None, None).await?;
-                tx.commit().await.map_err(Error::pg("commit a quarantine"))
-            }
-        }
-    }
-
-    /// Applies one source transaction with its position (module docs).
-    async fn apply(&mut self, topic: &str, resume: Offset, txn: &SourceTxn) -> Result<()> {
-        let source = txn.source.as_str();
-        let commit = Some((txn.commit_lsn, txn.commit_time.0));
-        let beat = txn.heartbeat.map(|h| (h.beat, h.beat_time.0));
-        let tx = self
-            .client
-            .transaction()
-            .await
-            .map_err(Error::pg("begin an apply transaction"))?;
-        tx.batch_execute("SET LOCAL replicator.applying = 'on'")
-            .await
-            .map_err(Error::pg("mark the apply transaction"))?;
-        let outcome = self.applier.apply(&tx, txn).await;
-        match outcome {
-            Ok(Outcome::Applied(applied)) => {
-                ledger::save_position(&tx, source, topic, resume, commit, beat).await?;
-                tx.commit()
-                    .await
-                    .map_err(Error::pg("commit an apply transaction"))?;
-                if !txn.changes.is_empty() {
-                    tracing::debug!(source, commit_lsn = %txn.commit_lsn, ?applied, "applied");
-                }
-                Ok(())
-            }
-            Ok(Outcome::Park { waiting, reason }) => {
-                tx.rollback().await.map_err(Error::pg("roll back"))?;
-                tracing::info!(source, commit_lsn = %txn.commit_lsn, reason, "parked");
-                let tx = self
-                    .client
-                    .transaction()
-                    .await
-                    .map_err(Error::pg("begin"))?;
-                ledger::park(
-                    &tx,
-                    source,
-                    txn.commit_lsn,
-                    txn.commit_time.0,
-                    &txn.records,
-                    &waiting,
-                    &reason,
-                )
-                .await?;
-                ledger::save_position(&tx, source, topic, resume, commit, beat).await?;
-                tx.commit().await.map_err(Error::pg("commit a park"))
-            }
-            Err(error) if error.action() == Action::Quarantine => {
-                tx.rollback().await.map_err(Error::pg("roll back"))?;
-                let detail = chain(&error);
-                tracing::warn!(source, commit_lsn = %txn.commit_lsn, detail, "transaction quarantined");
-                let tx = self
-                    .client
-                    .transaction()
-                    .await
-                    .map_err(Error::pg("begin"))?;
-                let site = QuarantineSite {
-                    source,
-                    topic,
-                    commit_lsn: Some(txn.commit_lsn),
-                };
-                ledger::quarantine(&tx, &site, &txn.records, "unappliable", &detail).await?;
-                ledger::save_position(&tx, source, topic, resume, commit, beat).await?;
-                tx.commit().await.map_err(Error::pg("commit a quarantine"))
-            }
-            Err(error) => Err(error),
-        }
-    }
-
-    /// Applies parked transactions that can go now (all of them once, with `all`), until a round
-    /// makes no progress.
-    async fn drain_parked(&mut self, all: bool) -> Result<()> {
-        let mut all = all;
-        loop {
-            let tx = self
-                .client
-                .transaction()
-                .await
-                .map_err(Error::pg("begin"))?;
-            tx.batch_execute("SET LOCAL replicator.applying = 'on'")
-                .await
-                .map_err(Error::pg("mark the apply transaction"))?;
-            let ready = ledger::ready_parked(&tx, all, 64).await?;
-            if ready.is_empty() {
-                return tx.commit().await.map_err(Error::pg("commit"));
-            }
-            let mut progress = 0usize;
-            for parked in &ready {
-                tx.batch_execute("SAVEPOINT replicator_parked")
-                    .await
-                    .map_err(Error::pg("savepoint"))?;
-                let Some(txn) = reassemble(self.codec, parked) else {
-                    tx.batch_execute("RELEASE SAVEPOINT replicator_parked")
-                        .await
-                        .map_err(Error::pg("release"))?;
-                    let site = QuarantineSite {
-                        source: &parked.source,
-                        topic: "",
-                        commit_lsn: None,
-                    };
-                    let records = raw(parked);
-                    ledger::quarantine(
-                        &tx,
-                        &site,
-                        &records,
-                        "unappliable",
-                        "a parked transaction no longer decodes",
-                    )
-                    .await?;
-                    ledger::unpark(&tx, parked.id).await?;
-                    continue;
-                };
-                match self.applier.apply(&tx, &txn).await {
-                    Ok(Outcome::Applied(_)) => {
-                        tx.batch_execute("RELEASE SAVEPOINT replicator_parked")
-                            .await
-                            .map_err(Error::pg("release"))?;
-                        ledger::unpark(&tx, parked.id).await?;
-                        tracing::info!(source = parked.source, commit_lsn = %txn.commit_lsn, "parked transaction applied");
-                        progress += 1;
-                    }
-                    Ok(Outcome::Park { waiting, reason }) => {
-                        tx.batch_execute("ROLLBACK TO SAVEPOINT replicator_parked")
-                            .await
-                            .map_err(Error::pg("rollback to savepoint"))?;
-                        ledger::repark(&tx, parked.id, &waiting, &reason).await?;
-                    }
-                    Err(error) if error.action() == Action::Quarantine => {
-                        tx.batch_execute("ROLLBACK TO SAVEPOINT replicator_parked")
-                            .await
-                            .map_err(Error::pg("rollback to savepoint"))?;
-                        let site = QuarantineSite {
-                            source: &parked.source,
-                            topic: "",
-                            commit_lsn: Some(txn.commit_lsn),
-                        };
-                        ledger::quarantine(&tx, &site, &txn.records, "unappliable", &chain(&error))
-                            .await?;
-                        ledger::unpark(&tx, parked.id).await?;
-                        progress += 1;
-                    }
-                    Err(error) => return Err(error),
-                }
-            }
-            tx.commit().await.map_err(Error::pg("commit parked"))?;
-            if progress == 0 || all {
-                if all {
-                    all = false;
-                    continue;
-                }
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// A parked transaction's records, assembled again.
-fn reassemble(codec: &Codec, parked: &ledger::Parked) -> Option<SourceTxn> {
-    let source = RegionId::new(&parked.source).ok()?;
-    let mut assembler = Assembler::new(source, Offset(0));
-    let mut out = None;
-    for record in raw(parked) {
-        let envelope = codec.decode(&record.bytes).ok()?;
-        out = assembler.push(record, envelope);
-    }
-    match out {
-        Some(Assembled::Txn(txn)) => Some(txn),
-        _ => None,
-    }
-}
-
-fn raw(parked: &ledger::Parked) -> Vec<RawRecord> {
-    parked
-        .records
-        .iter()
-        .enumerate()
-        .map(|(i, bytes)| RawRecord {
-            offset: Offset(i as i64),
-            bytes: bytes.clone(),
-        })
-        .collect()
-}
-
-/// An error with its sources, for the quarantine's `detail`.
-fn chain(error: &Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

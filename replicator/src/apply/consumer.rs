@@ -92,6 +92,11 @@ impl Consumer {
         Ok(Consumer { records, stop })
     }
 
+    /// A record already fetched, without waiting.
+    pub fn try_next(&mut self) -> Option<Delivery> {
+        self.records.try_recv().ok()
+    }
+
     /// The next record (`None` once the thread ended).
     pub async fn next(&mut self) -> Option<Delivery> {
         self.records.recv().await

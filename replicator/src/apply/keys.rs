@@ -88,11 +88,13 @@ pub async fn insert(
     applied: &mut Applied,
 ) -> Result<Inserted> {
     for _attempt in 0..4 {
-        savepoint(tx, "SAVEPOINT replicator_row").await?;
-        let error = match rows
-            .insert(tx, context.table, context.policy, columns)
-            .await
-        {
+        // Pipelined: the savepoint and the write go out together.
+        let (set, written) = tokio::join!(
+            savepoint(tx, "SAVEPOINT replicator_row"),
+            rows.insert(tx, context.table, context.policy, columns)
+        );
+        set?;
+        let error = match written {
             Ok(id) => {
                 savepoint(tx, "RELEASE SAVEPOINT replicator_row").await?;
                 return Ok(Inserted::Row(id));
@@ -126,11 +128,12 @@ pub async fn update(
 ) -> Result<bool> {
     let key_column = super::transaction::key_column(context.policy);
     for _attempt in 0..4 {
-        savepoint(tx, "SAVEPOINT replicator_row").await?;
-        let error = match rows
-            .update(tx, context.table, key_column, key, &columns)
-            .await
-        {
+        let (set, written) = tokio::join!(
+            savepoint(tx, "SAVEPOINT replicator_row"),
+            rows.update(tx, context.table, key_column, key, &columns)
+        );
+        set?;
+        let error = match written {
             Ok(found) => {
                 savepoint(tx, "RELEASE SAVEPOINT replicator_row").await?;
                 return Ok(found);

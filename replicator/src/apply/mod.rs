@@ -13,6 +13,7 @@
 //! uuids the write still waits for (step 1 parks on them), or why the row cannot exist here.
 
 pub mod applier;
+mod batch;
 pub mod consumer;
 pub mod derived;
 pub mod keys;

@@ -63,6 +63,8 @@ pub struct Applied {
     pub skipped: u64,
     pub conflicts: u64,
     pub key_collisions: u64,
+    /// Each conflict resolved, emitted once the apply transaction commits.
+    pub conflicts_detected: Vec<crate::telemetry::apply::ConflictDetected>,
 }
 
 /// Registry lookups inside the apply transaction, so a row inserted earlier in it is found.
@@ -218,7 +220,10 @@ impl TxnApplier {
                 }
             }
         };
-        let key = row_key(tx, table, policy, entity).await?;
+        let key = match (policy.local_id, local.known) {
+            (Some(_), true) => local.local_id.map(RowKey::Id),
+            _ => row_key(tx, table, policy, entity).await?,
+        };
         let merge_error = |source| Error::Merge {
             table: table.to_owned(),
             entity,
@@ -442,15 +447,22 @@ impl TxnApplier {
             )
             .await?;
             applied.conflicts += 1;
-            tracing::info!(
-                table,
-                %entity,
-                field = conflict.field.as_str(),
-                kind = ?conflict.kind,
-                winner = ?conflict.winner,
-                source = %txn.source,
-                "conflict"
-            );
+            applied
+                .conflicts_detected
+                .push(crate::telemetry::apply::ConflictDetected {
+                    source: txn.source.to_string(),
+                    table: table.to_owned(),
+                    entity,
+                    field: conflict.field.as_str().to_owned(),
+                    kind: match conflict.kind {
+                        conflict::ConflictKind::Field => "field",
+                        conflict::ConflictKind::DeleteUpdate => "delete_update",
+                    },
+                    winner: match conflict.winner {
+                        conflict::Side::Local => "local",
+                        conflict::Side::Incoming => "incoming",
+                    },
+                });
         }
         Ok(None)
     }

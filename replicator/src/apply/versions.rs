@@ -38,6 +38,8 @@ pub struct LocalVersions {
     pub max_hlc: Option<Hlc>,
     /// Stamps by field; `$exists` included when stored.
     pub fields: BTreeMap<FieldPath, Stamp>,
+    /// The newest local id registered for the entity (read with a known entity only).
+    pub local_id: Option<i64>,
 }
 
 fn bad(what: &str, detail: impl std::fmt::Display) -> Error {
@@ -46,61 +48,54 @@ fn bad(what: &str, detail: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Loads (and locks) an entity's versions; `fields` `None` loads every stored field.
+/// Loads (and locks) an entity's versions; `fields` `None` loads every stored field. One round
+/// trip: the entity row (locked), its field stamps, and the newest local id registered for it.
 pub async fn load(
     client: &impl GenericClient,
     table: &str,
     uuid: Uuid,
     fields: Option<&[String]>,
 ) -> Result<LocalVersions> {
-    let row = client
-        .query_opt(
-            "SELECT clock, alive, max_hlc FROM replicator.entity
-             WHERE table_name = $1 AND uuid = $2 FOR UPDATE",
-            &[&table, &uuid],
+    let names: Option<Vec<&str>> = fields.map(|fields| {
+        let mut names: Vec<&str> = fields.iter().map(String::as_str).collect();
+        names.push("$exists");
+        names
+    });
+    let rows = client
+        .query(
+            "SELECT e.clock, e.alive, e.max_hlc,
+                    (SELECT max(r.local_id) FROM replicator.registry AS r
+                     WHERE r.table_name = $1 AND r.uuid = $2),
+                    f.field, f.region, f.counter, f.hlc
+             FROM replicator.entity AS e
+             LEFT JOIN replicator.field_version AS f
+               ON f.table_name = e.table_name AND f.uuid = e.uuid
+              AND ($3::text[] IS NULL OR f.field = ANY($3::text[]))
+             WHERE e.table_name = $1 AND e.uuid = $2
+             FOR UPDATE OF e",
+            &[&table, &uuid, &names],
         )
         .await
-        .map_err(Error::pg("read an entity's clock"))?;
-    let Some(row) = row else {
+        .map_err(Error::pg("read an entity's versions"))?;
+    let Some(first) = rows.first() else {
         return Ok(LocalVersions::default());
     };
-    let clock: Value = row.try_get(0).map_err(Error::pg("read a clock"))?;
+    let clock: Value = first.try_get(0).map_err(Error::pg("read a clock"))?;
     let clock: VersionVector =
         serde_json::from_value(clock).map_err(|e| bad("an entity clock", e))?;
-    let alive: bool = row.try_get(1).map_err(Error::pg("read alive"))?;
-    let max_hlc: i64 = row.try_get(2).map_err(Error::pg("read max_hlc"))?;
+    let alive: bool = first.try_get(1).map_err(Error::pg("read alive"))?;
+    let max_hlc: i64 = first.try_get(2).map_err(Error::pg("read max_hlc"))?;
     let max_hlc = Hlc::from_i64(max_hlc).map_err(|e| bad("max_hlc", e))?;
-
-    let rows = match fields {
-        Some(fields) => {
-            let mut names: Vec<&str> = fields.iter().map(String::as_str).collect();
-            names.push("$exists");
-            client
-                .query(
-                    "SELECT field, region, counter, hlc FROM replicator.field_version
-                     WHERE table_name = $1 AND uuid = $2 AND field = ANY($3::text[])",
-                    &[&table, &uuid, &names],
-                )
-                .await
-        }
-        None => {
-            client
-                .query(
-                    "SELECT field, region, counter, hlc FROM replicator.field_version
-                     WHERE table_name = $1 AND uuid = $2",
-                    &[&table, &uuid],
-                )
-                .await
-        }
-    }
-    .map_err(Error::pg("read an entity's field stamps"))?;
+    let local_id: Option<i64> = first.try_get(3).map_err(Error::pg("read the local id"))?;
     let mut stamps = BTreeMap::new();
-    for row in rows {
+    for row in &rows {
         let read = || Error::pg("read a field stamp");
-        let field: String = row.try_get(0).map_err(read())?;
-        let region: String = row.try_get(1).map_err(read())?;
-        let counter: i64 = row.try_get(2).map_err(read())?;
-        let hlc: i64 = row.try_get(3).map_err(read())?;
+        let Some(field) = row.try_get::<_, Option<String>>(4).map_err(read())? else {
+            continue;
+        };
+        let region: String = row.try_get(5).map_err(read())?;
+        let counter: i64 = row.try_get(6).map_err(read())?;
+        let hlc: i64 = row.try_get(7).map_err(read())?;
         let path = if field == "$exists" {
             FieldPath::existence()
         } else {
@@ -123,6 +118,7 @@ pub async fn load(
         alive,
         max_hlc: Some(max_hlc),
         fields: stamps,
+        local_id,
     })
 }
 
@@ -138,21 +134,6 @@ pub async fn save(
 ) -> Result<()> {
     let clock = serde_json::to_value(clock).map_err(|e| bad("a clock", e))?;
     let max_hlc = max_hlc.to_i64().map_err(|e| bad("max_hlc", e))?;
-    client
-        .execute(
-            "INSERT INTO replicator.entity AS e (table_name, uuid, clock, max_hlc, alive)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (table_name, uuid) DO UPDATE SET
-                 clock = EXCLUDED.clock,
-                 max_hlc = greatest(e.max_hlc, EXCLUDED.max_hlc),
-                 alive = EXCLUDED.alive",
-            &[&table, &uuid, &clock, &max_hlc, &alive],
-        )
-        .await
-        .map_err(Error::pg("write an entity's clock"))?;
-    if written.is_empty() {
-        return Ok(());
-    }
     let mut fields = Vec::with_capacity(written.len());
     let mut regions = Vec::with_capacity(written.len());
     let mut counters = Vec::with_capacity(written.len());
@@ -163,18 +144,35 @@ pub async fn save(
         counters.push(i64::try_from(stamp.dot.counter.0).map_err(|e| bad("a counter", e))?);
         hlcs.push(stamp.hlc.to_i64().map_err(|e| bad("an hlc", e))?);
     }
+    // The stored clock is joined, not overwritten: a local write of a brand-new entity (an
+    // association added here at the same moment) may have bumped it since it was read.
     client
         .execute(
-            "INSERT INTO replicator.field_version AS f (table_name, uuid, field, region, counter, hlc)
+            "WITH e AS (
+                 INSERT INTO replicator.entity AS e (table_name, uuid, clock, max_hlc, alive)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (table_name, uuid) DO UPDATE SET
+                     clock = (SELECT coalesce(jsonb_object_agg(k, n), '{}'::jsonb)
+                              FROM (SELECT k, max(v::bigint) AS n
+                                    FROM (SELECT * FROM jsonb_each_text(e.clock)
+                                          UNION ALL SELECT * FROM jsonb_each_text(EXCLUDED.clock))
+                                         AS kv (k, v)
+                                    GROUP BY k) AS joined),
+                     max_hlc = greatest(e.max_hlc, EXCLUDED.max_hlc),
+                     alive = EXCLUDED.alive
+                 RETURNING 1)
+             INSERT INTO replicator.field_version AS f (table_name, uuid, field, region, counter, hlc)
              SELECT $1, $2, w.field, w.region, w.counter, w.hlc
-             FROM unnest($3::text[], $4::text[], $5::bigint[], $6::bigint[])
-                  AS w (field, region, counter, hlc)
+             FROM unnest($6::text[], $7::text[], $8::bigint[], $9::bigint[])
+                  AS w (field, region, counter, hlc), e
              ON CONFLICT (table_name, uuid, field) DO UPDATE SET
                  region = EXCLUDED.region, counter = EXCLUDED.counter, hlc = EXCLUDED.hlc,
                  xid = NULL",
-            &[&table, &uuid, &fields, &regions, &counters, &hlcs],
+            &[
+                &table, &uuid, &clock, &max_hlc, &alive, &fields, &regions, &counters, &hlcs,
+            ],
         )
         .await
-        .map_err(Error::pg("write field stamps"))?;
+        .map_err(Error::pg("write an entity's versions"))?;
     Ok(())
 }

@@ -33,6 +33,7 @@ use super::publish::{ensure_topic, KafkaSettings, Publisher, PublisherConfig};
 use super::registry::RegistryCache;
 use super::Captured;
 use crate::database::DatabaseUrl;
+use crate::telemetry::capture::{EventsPublished, ReaderSessionEnded, ReaderStreaming};
 use crate::{Action, Error, Result};
 
 /// What one reader needs.
@@ -115,7 +116,13 @@ async fn session(
         )
         .await
         .map_err(replication("start streaming"))?;
-    tracing::info!(slot = %config.slot, from = %start, topic = %config.publisher.topic, "reader streaming");
+    ReaderStreaming {
+        slot: &config.slot,
+        from: start,
+        topic: &config.publisher.topic,
+    }
+    .emit();
+    let mut published = Published::default();
 
     let mut decoder = StreamDecoder::new(ProtocolVersion::V1);
     let mut assembler = Assembler::new();
@@ -134,6 +141,7 @@ async fn session(
                 if let Some(lsn) = durable? {
                     confirmed = confirmed.max(lsn);
                 }
+                published.report(config.region, &publisher);
             }
             _ = heartbeat.tick() => write_heartbeat(&heartbeat_client, config.region).await?,
             event = stream.next_event() => match event.map_err(replication("stream"))? {
@@ -141,6 +149,7 @@ async fn session(
                     if let Some(lsn) = publisher.durable()? {
                         confirmed = confirmed.max(lsn);
                     }
+                    published.report(config.region, &publisher);
                     stream.send_status(confirmed, confirmed, confirmed, false).await.map_err(replication("status update"))?;
                 }
                 ReplicationEvent::Message(ServerCopyMessage::XLogData(data)) => {
@@ -164,8 +173,30 @@ async fn session(
     let _ = stream
         .send_status(confirmed, confirmed, confirmed, false)
         .await;
-    tracing::info!(confirmed = %confirmed, orphans = assembler.orphans(), ok = outcome.is_ok(), "reader session ended");
+    ReaderSessionEnded {
+        confirmed,
+        orphans: assembler.orphans(),
+        ok: outcome.is_ok(),
+    }
+    .emit();
     outcome
+}
+
+/// How many of this session's records were already counted as published.
+#[derive(Debug, Default)]
+struct Published(u64);
+
+impl Published {
+    /// Emits what the broker acknowledged since the last report.
+    fn report(&mut self, region: RegionId, publisher: &Publisher) {
+        let acked = publisher.stats().acked;
+        EventsPublished {
+            region: region.as_str(),
+            count: acked.saturating_sub(self.0),
+        }
+        .emit();
+        self.0 = acked;
+    }
 }
 
 /// Publishes one captured item.

@@ -1,16 +1,15 @@
-//! `replicator apply` and `replicator run`: the applier, and the whole sidecar.
+//! `replicator apply`: the applier alone (`replicator run` is in `run`).
 
 use std::time::Duration;
 
 use clap::Args;
 use replicator::apply::applier::{self, ApplierConfig};
 use replicator::apply::local_config::LocalColumns;
-use replicator::capture::publish::PublisherConfig;
-use replicator::capture::reader::{self, ReaderConfig};
+use replicator::telemetry::ProbeConfig;
 use replicator::{DatabaseUrl, Error, RegionId};
 use tokio_util::sync::CancellationToken;
 
-use super::capture::CaptureArgs;
+use super::run::{metrics_flag, start_metrics, Tasks, PROBE_INTERVAL};
 use super::{cancel_on_signal, KafkaArgs, Secret};
 
 pub(crate) const APPLY_EXAMPLES: &str = "\
@@ -28,15 +27,6 @@ Examples:
 Each source transaction is applied in one transaction of this database together with the
 consumer position; after a crash the applier resumes from the database, not the broker. Exit
 status: 0 after a clean shutdown, 78 when an operator must act, 70 on an internal error.";
-
-pub(crate) const RUN_EXAMPLES: &str = "\
-Examples:
-  # The sidecar of region us: capture to replicator.us, apply eu and ap:
-  REPLICATOR_DATABASE_URL='postgresql://replicator@db.us.internal/superset' PGPASSWORD=... \\
-      replicator run --region us --sources eu,ap --kafka-brokers kafka-1:9092
-
-On SIGTERM or SIGINT both stop within the grace period; state is in the database and the slot,
-so a restart resumes where they stopped.";
 
 #[derive(Debug, Args)]
 pub(crate) struct ApplyArgs {
@@ -59,20 +49,10 @@ pub(crate) struct ApplyArgs {
     /// `sqlalchemy_uri`), by uuid or name; see the example.
     #[arg(long, env = "REPLICATOR_LOCAL_COLUMNS_FILE")]
     pub(crate) local_columns_file: Option<std::path::PathBuf>,
-}
 
-#[derive(Debug, Args)]
-pub(crate) struct RunArgs {
-    #[command(flatten)]
-    pub(crate) capture: CaptureArgs,
-
-    /// The regions to apply, comma-separated (never this region).
-    #[arg(long, env = "REPLICATOR_SOURCES", value_delimiter = ',', value_parser = RegionId::new, required = true)]
-    pub(crate) sources: Vec<RegionId>,
-
-    /// A JSON file with this region's local columns for new rows (see `apply --help`).
-    #[arg(long, env = "REPLICATOR_LOCAL_COLUMNS_FILE")]
-    pub(crate) local_columns_file: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics on `ADDRESS/metrics` (e.g. `127.0.0.1:9464`); none without it.
+    #[arg(long, env = "REPLICATOR_METRICS_LISTEN", value_name = "ADDRESS")]
+    pub(crate) metrics_listen: Option<String>,
 }
 
 pub(crate) fn applier_config(
@@ -114,70 +94,19 @@ pub(crate) async fn run_apply(args: ApplyArgs) -> Result<(), Error> {
         &args.kafka,
         args.local_columns_file.as_deref(),
     )?;
-    tracing::info!(region = %config.region, database = %config.database, sources = ?config.sources, "replicator apply");
+    let metrics = metrics_flag(args.metrics_listen.as_deref(), PROBE_INTERVAL)?;
+    tracing::info!(region = %config.region, database = %config.database, sources = ?config.sources, metrics = ?metrics.listen, "replicator apply");
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));
-    applier::run(&config, cancel).await
-}
-
-pub(crate) async fn run_both(args: RunArgs) -> Result<(), Error> {
-    let database = DatabaseUrl::parse(&args.capture.database_url.0)?;
-    let apply = applier_config(
-        database.clone(),
-        args.capture.region,
-        args.sources,
-        &args.capture.kafka,
-        args.local_columns_file.as_deref(),
-    )?;
-    let capture = args.capture;
-    let topic = capture
-        .topic
-        .unwrap_or_else(|| capture.kafka.topic(&capture.region));
-    let read = ReaderConfig {
-        region: capture.region,
-        database,
-        slot: capture.slot.to_string(),
-        publication: capture.publication.to_string(),
-        kafka: capture
-            .kafka
-            .settings(format!("replicator-{}", capture.region))?,
-        publisher: PublisherConfig::new(topic),
-        heartbeat_interval: capture.heartbeat_interval,
-        max_backoff: Duration::from_secs(30),
-        shutdown_grace: capture.shutdown_grace,
+    let mut tasks = Tasks::new(cancel.clone());
+    let probes = ProbeConfig {
+        database: config.database.clone(),
+        interval: PROBE_INTERVAL,
+        slot: None,
+        sources: config.sources.clone(),
+        kafka: Some(config.kafka.clone()),
     };
-    tracing::info!(region = %read.region, database = %read.database, topic = %read.publisher.topic, sources = ?apply.sources, "replicator run");
-    let cancel = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(cancel.clone()));
-    let mut tasks = tokio::task::JoinSet::new();
-    {
-        let cancel = cancel.clone();
-        tasks.spawn(async move { ("reader", reader::run(&read, cancel).await) });
-    }
-    {
-        let cancel = cancel.clone();
-        tasks.spawn(async move { ("applier", applier::run(&apply, cancel).await) });
-    }
-    let mut outcome = Ok(());
-    while let Some(joined) = tasks.join_next().await {
-        // The first task to end ends the other: a sidecar runs both halves or neither.
-        cancel.cancel();
-        match joined {
-            Ok((task, Err(error))) => {
-                tracing::error!(task, error = %error, "task failed");
-                if outcome.is_ok() {
-                    outcome = Err(error);
-                }
-            }
-            Ok((_, Ok(()))) => {}
-            Err(join) => {
-                if outcome.is_ok() {
-                    outcome = Err(Error::StreamShape {
-                        problem: format!("a task panicked: {join}"),
-                    });
-                }
-            }
-        }
-    }
-    outcome
+    start_metrics(&mut tasks, &metrics, probes).await?;
+    tasks.spawn("applier", async move { applier::run(&config, cancel).await });
+    tasks.join().await
 }

@@ -10,9 +10,11 @@ use replicator::capture::snapshot::{
     self, SnapshotConfig, DEFAULT_TRANSACTION_SIZE, MAX_IN_FLIGHT,
 };
 use replicator::setup::{PublicationName, SlotName};
+use replicator::telemetry::ProbeConfig;
 use replicator::{DatabaseUrl, Error, RegionId};
 use tokio_util::sync::CancellationToken;
 
+use super::run::{metrics_flag, start_metrics, Tasks, PROBE_INTERVAL};
 use super::{cancel_on_signal, duration, transaction_size, KafkaArgs, Secret};
 
 pub(crate) const CAPTURE_EXAMPLES: &str = "\
@@ -61,6 +63,10 @@ pub(crate) struct CaptureArgs {
     /// How long shutdown may wait for records in flight.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub(crate) shutdown_grace: Duration,
+
+    /// Serve Prometheus metrics on `ADDRESS/metrics` (e.g. `127.0.0.1:9464`); none without it.
+    #[arg(long, env = "REPLICATOR_METRICS_LISTEN", value_name = "ADDRESS")]
+    pub(crate) metrics_listen: Option<String>,
 }
 
 pub(crate) const SNAPSHOT_EXAMPLES: &str = "\
@@ -155,10 +161,21 @@ pub(crate) async fn run_capture(args: CaptureArgs) -> Result<(), Error> {
         max_backoff: Duration::from_secs(30),
         shutdown_grace: args.shutdown_grace,
     };
-    tracing::info!(region = %config.region, database = %config.database, topic = %config.publisher.topic, "replicator capture");
+    let metrics = metrics_flag(args.metrics_listen.as_deref(), PROBE_INTERVAL)?;
+    tracing::info!(region = %config.region, database = %config.database, topic = %config.publisher.topic, metrics = ?metrics.listen, "replicator capture");
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));
-    reader::run(&config, cancel).await
+    let mut tasks = Tasks::new(cancel.clone());
+    let probes = ProbeConfig {
+        database: config.database.clone(),
+        interval: PROBE_INTERVAL,
+        slot: Some((config.region, config.slot.clone())),
+        sources: Vec::new(),
+        kafka: None,
+    };
+    start_metrics(&mut tasks, &metrics, probes).await?;
+    tasks.spawn("reader", async move { reader::run(&config, cancel).await });
+    tasks.join().await
 }
 
 pub(crate) async fn run_snapshot(args: SnapshotArgs) -> Result<(), Error> {

@@ -4,6 +4,9 @@
 
 pub(crate) mod apply;
 pub(crate) mod capture;
+pub(crate) mod config;
+pub(crate) mod operator;
+pub(crate) mod run;
 pub(crate) mod setup;
 
 use std::time::Duration;
