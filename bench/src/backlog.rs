@@ -50,13 +50,49 @@ async fn wait_count(client: &Client, rows: u64, what: &str) -> Result<()> {
 
 async fn ours(rows: u64) -> Result<Value> {
     let mut mesh = Mesh::new(&["us", "eu"], "bench_p1").await?;
+    for member in &mut mesh.members {
+        member.extra_args = vec!["--metrics-listen".into(), "off".into()];
+    }
     let commit_seconds = commit_rows(mesh.client("us"), rows, "bench").await?;
     let started = Instant::now();
     mesh.start_all()?;
     let eu = mesh.member("eu").db.connect().await?;
     wait_count(&eu, rows, "eu to apply the backlog").await?;
     let seconds = started.elapsed().as_secs_f64();
-    Ok(json!({"commit_seconds_with_triggers": commit_seconds, "drain_seconds": seconds}))
+
+    // Where the time goes: the same backlog again, capture alone first, then apply alone.
+    mesh.kill_all();
+    mesh.client("us").batch_execute("DELETE FROM dashboards").await?;
+    commit_rows(mesh.client("us"), rows, "bench").await?;
+    let end: String = mesh
+        .client("us")
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    let i = mesh.members.iter().position(|m| m.region == "us").unwrap_or(0);
+    let capture_started = Instant::now();
+    mesh.start_sidecar(i)?;
+    // The slot confirms a position only once the broker acknowledged everything before it.
+    let slot = mesh.member("us").slot.clone();
+    wait_until("capture to publish the backlog", Duration::from_secs(3600), || async {
+        let done: bool = mesh
+            .client("us")
+            .query_one(
+                "SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot, &end],
+            )
+            .await
+            .map_err(HarnessError::pg("read the slot"))?
+            .get(0);
+        Ok(done.then_some(()))
+    })
+    .await?;
+    let capture_seconds = capture_started.elapsed().as_secs_f64();
+    Ok(json!({
+        "commit_seconds_with_triggers": commit_seconds,
+        "drain_seconds": seconds,
+        "capture_alone_seconds": capture_seconds,
+    }))
 }
 
 async fn native(rows: u64) -> Result<Value> {
