@@ -207,7 +207,9 @@ impl<V: Clone + Eq> Report<'_, V> {
         cell: fn(T) -> Cell<V>,
     ) -> Result<Option<&'v FieldVersion<T>>> {
         let kept = register::join(field, local, incoming)?;
-        if kept.map(|v| v.dot) != local.map(|v| v.dot) {
+        // A later write of the same transaction shares the dot and carries a greater hlc: it
+        // replaces the local version too.
+        if kept.map(|v| (v.dot, v.hlc)) != local.map(|v| (v.dot, v.hlc)) {
             self.replaced.push(field.clone());
         }
         if let (Some(l), Some(i)) = (local, incoming) {

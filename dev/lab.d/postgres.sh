@@ -115,6 +115,11 @@ pg_drop_leftover_test_dbs() {
     for db in $(pg_psql "$region" postgres -tAc "SELECT datname FROM pg_database WHERE datname LIKE 'it\_%'"); do
         pg_psql "$region" postgres -c "DROP DATABASE \"$db\" WITH (FORCE)"
     done
+    # Appliers' replication origins (cluster-wide) whose database is gone.
+    pg_psql "$region" postgres -tAc \
+        "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin
+         WHERE roname ~ '^replicator_apply_[0-9]+\$'
+           AND substring(roname FROM 18)::oid NOT IN (SELECT oid FROM pg_database)" >/dev/null
 }
 
 pg_down() {

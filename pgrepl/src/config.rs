@@ -2,11 +2,10 @@
 //!
 //! The parser follows libpq's syntax (quoted values with `\'` and `\\` escapes, percent-encoded
 //! URLs, URL query parameters) but accepts only what this client honours: an option it cannot
-//! honour is an error, never silently ignored. In particular TLS is not supported yet, so
-//! `sslmode=require` (or `verify-ca`, `verify-full`, URL `ssl=true`) fails with
-//! [`Error::Unsupported`]; `sslmode=disable|allow|prefer` are accepted because a plaintext
-//! connection satisfies them. Multiple hosts, Unix-domain sockets, `passfile`, `service` and the
-//! `PG*` environment variables are not supported either.
+//! honour is an error, never silently ignored. `sslmode` (and the URL's `ssl=true`) and
+//! `sslrootcert` are honoured as [`crate::tls`] says; client certificates (`sslcert`, `sslkey`),
+//! multiple hosts, Unix-domain sockets, `passfile`, `service` and the `PG*` environment variables
+//! are not supported.
 //!
 //! The password is held in a [`Secret`], which never appears in `Debug` or `Display` output, and
 //! no error message quotes it (nor the URL it came from).
@@ -15,6 +14,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::tls::{SslMode, TlsSettings};
 use crate::Error;
 
 /// A string that must not leak into logs: `Debug` and `Display` print `***`.
@@ -72,6 +72,7 @@ pub struct Config {
     options: Option<String>,
     connect_timeout: Option<Duration>,
     allow_cleartext_password: bool,
+    tls: TlsSettings,
 }
 
 /// libpq's default port.
@@ -90,7 +91,19 @@ impl Config {
             options: None,
             connect_timeout: None,
             allow_cleartext_password: false,
+            tls: TlsSettings::default(),
         }
+    }
+
+    /// `sslmode` and `sslrootcert` (see [`crate::tls`]); the default is `prefer`.
+    pub fn with_tls(mut self, tls: TlsSettings) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// How TLS is negotiated.
+    pub fn tls(&self) -> &TlsSettings {
+        &self.tls
     }
 
     /// Parses a libpq `key=value` connection string or a `postgres://` / `postgresql://` URL.
@@ -208,6 +221,16 @@ impl fmt::Display for Config {
         if let Some(timeout) = self.connect_timeout {
             write!(f, " connect_timeout={}", timeout.as_secs())?;
         }
+        if self.tls.mode != SslMode::default() {
+            write!(f, " sslmode={}", self.tls.mode.as_str())?;
+        }
+        if let Some(root) = &self.tls.root_cert {
+            write!(
+                f,
+                " sslrootcert={}",
+                quote_value(&root.display().to_string())
+            )?;
+        }
         Ok(())
     }
 }
@@ -263,6 +286,7 @@ struct Builder {
     fallback_application_name: Option<String>,
     options: Option<String>,
     connect_timeout: Option<Duration>,
+    tls: TlsSettings,
 }
 
 impl Builder {
@@ -308,16 +332,14 @@ impl Builder {
                     .filter(|s| *s > 0)
                     .map(|s| Duration::from_secs(s.max(2)));
             }
-            "sslmode" => match value.as_str() {
-                "disable" | "allow" | "prefer" => {}
-                "require" | "verify-ca" | "verify-full" => {
-                    return Err(Error::Unsupported(format!("TLS (sslmode={value})")));
-                }
-                _ => return Err(Error::Config(format!("invalid sslmode {value:?}"))),
-            },
+            "sslmode" => {
+                self.tls.mode = SslMode::parse(&value)
+                    .ok_or_else(|| Error::Config(format!("invalid sslmode {value:?}")))?;
+            }
+            "sslrootcert" => self.tls.root_cert = non_empty(value).map(Into::into),
             // The URL form of sslmode=require.
             "ssl" => match value.as_str() {
-                "true" => return Err(Error::Unsupported("TLS (ssl=true)".into())),
+                "true" => self.tls.mode = SslMode::Require,
                 "false" => {}
                 _ => return Err(Error::Config(format!("invalid ssl {value:?}"))),
             },
@@ -354,7 +376,6 @@ impl Builder {
             | "require_auth"
             | "sslcert"
             | "sslkey"
-            | "sslrootcert"
             | "sslcrl"
             | "sslcrldir"
             | "sslpassword"
@@ -399,6 +420,7 @@ impl Builder {
             options: self.options,
             connect_timeout: self.connect_timeout,
             allow_cleartext_password: false,
+            tls: self.tls,
         })
     }
 }
@@ -541,6 +563,7 @@ fn percent_decode(text: &str, what: &str) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::SslMode;
 
     #[test]
     fn parses_the_lab_conninfo() {
@@ -594,13 +617,9 @@ mod tests {
     }
 
     #[test]
-    fn tls_and_other_unhonoured_options_are_errors() {
+    fn unhonoured_options_are_errors_and_tls_options_are_kept() {
         for text in [
-            "user=u sslmode=require",
-            "user=u sslmode=verify-full",
-            "postgres://u@h/db?sslmode=verify-ca",
-            "postgres://u@h/db?ssl=true",
-            "user=u sslrootcert=/x",
+            "user=u sslcert=/x",
             "user=u host=/var/run/postgresql",
             "user=u host=a,b",
             "user=u channel_binding=require",
@@ -608,10 +627,39 @@ mod tests {
             let err = Config::parse(text).unwrap_err();
             assert!(matches!(err, Error::Unsupported(_)), "{text}: {err}");
         }
-        let err = Config::parse("user=u sslmode=require").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "TLS (sslmode=require) is not supported yet"
+        for (text, mode, root) in [
+            ("user=u sslmode=require", SslMode::Require, None),
+            (
+                "user=u sslmode=verify-full sslrootcert=/ca.pem",
+                SslMode::VerifyFull,
+                Some("/ca.pem"),
+            ),
+            (
+                "postgres://u@h/db?sslmode=verify-ca",
+                SslMode::VerifyCa,
+                None,
+            ),
+            ("postgres://u@h/db?ssl=true", SslMode::Require, None),
+            ("user=u", SslMode::Prefer, None),
+        ] {
+            let config = Config::parse(text).unwrap();
+            assert_eq!(config.tls().mode, mode, "{text}");
+            assert_eq!(
+                config.tls().root_cert.as_deref(),
+                root.map(std::path::Path::new),
+                "{text}"
+            );
+        }
+        assert!(matches!(
+            Config::parse("user=u sslmode=bogus"),
+            Err(Error::Config(_))
+        ));
+        let shown = Config::parse("user=u sslmode=verify-full sslrootcert=/ca.pem")
+            .unwrap()
+            .to_string();
+        assert!(
+            shown.ends_with("sslmode=verify-full sslrootcert=/ca.pem"),
+            "{shown}"
         );
         assert!(Config::parse("user=u sslmode=prefer").is_ok());
         assert!(Config::parse("user=u sslmode=disable replication=database").is_ok());

@@ -19,6 +19,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::tls::{self, MaybeTls};
 use crate::{Config, DbError, Error};
 
 /// PostgreSQL's largest message is 1 GB of payload; allow the headers around it.
@@ -155,7 +156,7 @@ impl SimpleRow {
 
 /// A connection in command mode or in CopyBoth mode; the two public types wrap it.
 pub(crate) struct PgConn {
-    stream: TcpStream,
+    stream: MaybeTls,
     pub(crate) read_buf: BytesMut,
     write_buf: BytesMut,
     parameters: BTreeMap<String, String>,
@@ -172,6 +173,7 @@ impl std::fmt::Debug for PgConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgConn")
             .field("peer", &self.stream.peer_addr().ok())
+            .field("tls", &self.is_encrypted())
             .field("backend_pid", &self.backend_pid)
             .field("server_version", &self.parameter("server_version"))
             .field("buffered_in", &self.read_buf.len())
@@ -202,6 +204,7 @@ impl PgConn {
         stream
             .set_nodelay(true)
             .map_err(Error::io("setting TCP_NODELAY"))?;
+        let stream = tls::negotiate(stream, config.host(), config.tls()).await?;
         let mut conn = PgConn {
             stream,
             read_buf: BytesMut::with_capacity(READ_CHUNK),
@@ -232,11 +235,16 @@ impl PgConn {
         Ok(conn)
     }
 
+    /// Whether the connection is encrypted (TLS was negotiated).
+    pub(crate) fn is_encrypted(&self) -> bool {
+        matches!(self.stream, MaybeTls::Tls(_))
+    }
+
     /// A connection over an already-open socket, past startup (for tests with a fake peer).
     #[cfg(test)]
     pub(crate) fn from_stream(stream: TcpStream) -> PgConn {
         PgConn {
-            stream,
+            stream: MaybeTls::Plain(stream),
             read_buf: BytesMut::new(),
             write_buf: BytesMut::new(),
             parameters: BTreeMap::new(),
@@ -488,7 +496,8 @@ impl PgConn {
             }
             self.write_buf.advance(n);
         }
-        Ok(())
+        // TLS holds records back until flushed; a plain socket has nothing to flush.
+        self.stream.flush().await.map_err(Error::io("writing"))
     }
 
     /// Fails if an earlier command was abandoned half-way.

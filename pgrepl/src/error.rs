@@ -110,6 +110,11 @@ pub enum Error {
     #[error("server error: {0}")]
     Server(Box<DbError>),
 
+    /// TLS could not be set up as `sslmode` requires: the server refuses TLS, its certificate
+    /// does not verify, or the trusted roots cannot be read.
+    #[error("TLS: {0}")]
+    Tls(String),
+
     /// The server sent something the protocol does not allow here.
     #[error("protocol violation: {0}")]
     Protocol(String),
@@ -142,6 +147,7 @@ impl Error {
             | Error::SlotInvalidated { .. }
             | Error::SlotAlreadyExists { .. }
             | Error::Protocol(_)
+            | Error::Tls(_)
             | Error::Decode(_) => false,
         }
     }

@@ -10,9 +10,9 @@
 //! * PostgreSQL 15 or later, logical walsender mode (`replication=database`) only.
 //! * Authentication: SCRAM-SHA-256 (without channel binding), md5, trust, and cleartext only
 //!   when the server asks and [`Config::with_cleartext_password_allowed`] allows it.
-//! * **No TLS yet.** The connection is plaintext; `sslmode=require` (and stronger) in a
-//!   connection string is refused with [`Error::Unsupported`], never silently downgraded.
-//!   No Unix-domain sockets, multiple hosts, or `PG*` environment variables either.
+//! * TLS with libpq's `sslmode` semantics (`disable`, `prefer` — the default —, `require`,
+//!   `verify-ca`, `verify-full`) and `sslrootcert`, over rustls ([`tls`]); no client
+//!   certificates. No Unix-domain sockets, multiple hosts, or `PG*` environment variables.
 //!
 //! # Use
 //!
@@ -54,6 +54,7 @@ mod config;
 mod conn;
 mod error;
 mod stream;
+pub mod tls;
 
 pub use client::{
     keepalive_interval, parse_duration_setting, publication_names, CreatedSlot, IdentifySystem,
@@ -63,3 +64,4 @@ pub use config::{Config, Secret, DEFAULT_PORT};
 pub use conn::SimpleRow;
 pub use error::{DbError, Error};
 pub use stream::{ReplicationEvent, ReplicationStream, ReportedStatus};
+pub use tls::{SslMode, TlsSettings};

@@ -5,28 +5,45 @@
 //! as `user@host:port/dbname`, which is what every log line and error message uses. Like libpq,
 //! a password missing from the url is taken from `PGPASSWORD`.
 //!
-//! Connections are plain TCP or Unix sockets (no TLS support is linked in yet): `sslmode=require`
-//! fails to connect, the default `prefer` falls back to plain.
+//! TLS follows libpq's `sslmode` (`disable`, `prefer` — the default —, `require`, `verify-ca`,
+//! `verify-full`) and `sslrootcert` (a PEM file of trusted roots, or `system`), over rustls, for
+//! ordinary and replication connections alike ([`pgrepl::tls`] says what each mode checks).
 
 use std::fmt;
 use std::str::FromStr;
 
 use tokio_postgres::config::Host;
+use pgrepl::{SslMode, TlsSettings};
 use tokio_postgres::{Client, Config, NoTls};
 
 use crate::error::{Error, Result};
+
+mod tls;
 
 /// Where the metadata database is, with its credentials.
 #[derive(Clone)]
 pub struct DatabaseUrl {
     config: Config,
+    tls: TlsSettings,
+    /// The rustls configuration for `tls` (none with `sslmode=disable`).
+    connector: Option<tls::MakeRustls>,
 }
 
 impl DatabaseUrl {
     /// Parses `text`; when it holds no password and `PGPASSWORD` is set, uses that.
     pub fn parse(text: &str) -> Result<Self> {
+        let (text, tls) = tls::split(text)?;
         let mut config =
-            Config::from_str(text).map_err(|source| Error::InvalidDatabaseUrl { source })?;
+            Config::from_str(&text).map_err(|source| Error::InvalidDatabaseUrl { source })?;
+        config.ssl_mode(tls::postgres_mode(tls.mode));
+        let connector = match tls.mode {
+            SslMode::Disable => None,
+            _ => Some(tls::MakeRustls(tls.client_config().map_err(|e| {
+                Error::DatabaseTls {
+                    problem: e.to_string(),
+                }
+            })?)),
+        };
         if config.get_password().is_none() {
             if let Ok(password) = std::env::var("PGPASSWORD") {
                 config.password(password);
@@ -35,7 +52,11 @@ impl DatabaseUrl {
         if config.get_application_name().is_none() {
             config.application_name("replicator");
         }
-        Ok(DatabaseUrl { config })
+        Ok(DatabaseUrl {
+            config,
+            tls,
+            connector,
+        })
     }
 
     /// The same target with `password` (from the configuration's secret), over the url's.
@@ -104,6 +125,7 @@ impl DatabaseUrl {
         if let Some(dbname) = self.config.get_dbname() {
             config = config.with_dbname(dbname);
         }
+        config = config.with_tls(self.tls.clone());
         if let Some(password) = self.config.get_password() {
             let password =
                 String::from_utf8(password.to_vec()).map_err(|_| Error::ReplicationConfig {
@@ -117,20 +139,39 @@ impl DatabaseUrl {
     /// Connects; the connection's driver runs as a task on the current runtime and ends when the
     /// client is dropped.
     pub async fn connect(&self) -> Result<Client> {
-        let (client, connection) =
-            self.config
-                .connect(NoTls)
-                .await
-                .map_err(|source| Error::Connect {
-                    target: self.redacted(),
-                    source,
-                })?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::warn!(%error, "the database connection ended with an error");
+        let connect_error = |source| Error::Connect {
+            target: self.redacted(),
+            source,
+        };
+        let client = match &self.connector {
+            None => {
+                let (client, connection) =
+                    self.config.connect(NoTls).await.map_err(connect_error)?;
+                tokio::spawn(drive(connection));
+                client
             }
-        });
+            Some(tls) => {
+                let (client, connection) = self
+                    .config
+                    .connect(tls.clone())
+                    .await
+                    .map_err(connect_error)?;
+                tokio::spawn(drive(connection));
+                client
+            }
+        };
         Ok(client)
+    }
+}
+
+/// Runs a connection's driver until the client is dropped.
+async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(error) = connection.await {
+        tracing::warn!(%error, "the database connection ended with an error");
     }
 }
 

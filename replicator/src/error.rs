@@ -198,6 +198,9 @@ pub enum Error {
         fix: String,
     },
 
+    #[error("database TLS: {problem}")]
+    DatabaseTls { problem: String },
+
     #[error("cannot serve metrics on {address}")]
     MetricsListen {
         address: std::net::SocketAddr,
@@ -289,6 +292,7 @@ impl Error {
             Error::Replication { source, .. } => match source {
                 pgrepl::Error::SlotMissing { .. } => "the slot is gone, and with it every change not yet published: never recreate it by hand; run `replicator setup` to create a new slot, then bootstrap this region again from a snapshot (see the runbook)".into(),
                 pgrepl::Error::SlotInvalidated { .. } => "the slot lost WAL it still needed (max_slot_wal_keep_size): changes are missing; recreate the slot with `replicator setup` and bootstrap this region again from a snapshot (see the runbook)".into(),
+                pgrepl::Error::Tls(_) => "TLS to the database failed as `sslmode` requires: check that the server has `ssl = on`, that `sslrootcert` holds the CA of its certificate, and (verify-full) that the url's host is a name in the certificate".into(),
                 pgrepl::Error::SlotInUse { .. } => "another reader is streaming this slot; only one sidecar may run per region (this one retries)".into(),
                 _ if source.is_retryable() => "the replication connection failed; the reader reconnects and resumes at the slot's confirmed position".into(),
                 _ => "check the replication user's REPLICATION attribute, pg_hba.conf and the database settings".into(),
@@ -338,6 +342,9 @@ impl Error {
                 "fix the named setting (see `replicator <command> --help`) and start again".into()
             }
             Error::Setting { fix, .. } => fix.clone(),
+            Error::DatabaseTls { .. } => {
+                "check `sslmode` (disable, prefer, require, verify-ca, verify-full) and `sslrootcert` (a readable PEM file of the CA that signed the server's certificate, or `system`) in the database url".into()
+            }
             Error::MetricsListen { .. } => {
                 "another process holds the port, or the address is not this host's: choose another with `metrics.listen` (REPLICATOR_METRICS_LISTEN, --metrics-listen), or `off` to serve no metrics".into()
             }
@@ -402,7 +409,9 @@ impl Error {
             Error::NotSetUp => Action::Operator,
             Error::Snapshot { .. } => Action::Fatal,
             Error::Config { .. } => Action::Operator,
-            Error::Setting { .. } | Error::MetricsListen { .. } => Action::Operator,
+            Error::Setting { .. } | Error::MetricsListen { .. } | Error::DatabaseTls { .. } => {
+                Action::Operator
+            }
             Error::LocalValue { .. } | Error::Merge { .. } | Error::Unappliable { .. } => {
                 Action::Quarantine
             }

@@ -7,6 +7,10 @@
 //! hlc and the entity clock; tombstones with their existence stamp. Two regions that applied the
 //! same writes have equal states, entity for entity; [`diff`] lists the entities that differ.
 //!
+//! [`table_digests`] condenses a state to one md5 per table (over each entity's
+//! [`canonical_text`], sorted keys, in uuid order), which `replicator verify` prints so two regions
+//! can be compared at a glance, and [`differing_fields`] names what differs in one entity.
+//!
 //! **Why the stamps are compared too.** Equal values with different stamps still diverge later
 //! (the next concurrent write would be decided differently), so a region is only in agreement
 //! when its versions agree as well.

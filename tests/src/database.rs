@@ -113,9 +113,27 @@ impl TestDb {
         admin
             .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
             .await
-            .map_err(HarnessError::pg(format!("drop database {name}")))
+            .map_err(HarnessError::pg(format!("drop database {name}")))?;
+        // Replication origins are cluster-wide and outlive the database: drop the applier's.
+        admin
+            .batch_execute(SWEEP_ORIGINS)
+            .await
+            .map_err(HarnessError::pg("drop the origins of dropped databases"))
     }
 }
+
+/// Drops the appliers' replication origins (`replicator_apply_<database oid>`) whose database is
+/// gone; one still held by a dying session is left for the next sweep.
+const SWEEP_ORIGINS: &str = "DO $$ DECLARE o text; BEGIN
+    FOR o IN SELECT roname FROM pg_replication_origin
+             WHERE roname ~ '^replicator_apply_[0-9]+$'
+               AND substring(roname FROM 18)::oid NOT IN (SELECT oid FROM pg_database) LOOP
+        BEGIN
+            PERFORM pg_replication_origin_drop(o);
+        EXCEPTION WHEN object_in_use THEN NULL;
+        END;
+    END LOOP;
+END $$";
 
 impl Drop for TestDb {
     /// Drops the database on a thread of its own with its own runtime, so that it works from any

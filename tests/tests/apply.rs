@@ -72,6 +72,25 @@ async fn a_dashboard_arrives_with_every_reference_in_local_ids() -> TestResult {
         .await?
         .get(0);
     assert_eq!(perm, Some(format!("[examples].[sales](id:{dataset_id})")));
+    // One transaction that writes a field twice (Superset's dashboard save is two UPDATEs): the
+    // later write of the shared dot is the one applied everywhere.
+    mesh.client("us")
+        .batch_execute(
+            "BEGIN;
+             INSERT INTO css_templates (template_name, css) VALUES ('twice', 'first');
+             UPDATE css_templates SET css = 'second' WHERE template_name = 'twice';
+             COMMIT;",
+        )
+        .await?;
+    mesh.converged(CONVERGE).await?;
+    for region in ["eu", "ap"] {
+        let css: String = mesh
+            .client(region)
+            .query_one("SELECT css FROM css_templates WHERE template_name = 'twice'", &[])
+            .await?
+            .get(0);
+        assert_eq!(css, "second", "in {region}");
+    }
     // Nothing is parked or quarantined.
     for member in &mesh.members {
         let parked: i64 = member

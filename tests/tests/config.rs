@@ -226,3 +226,42 @@ fn the_docs_list_every_setting() -> TestResult {
     );
     Ok(())
 }
+
+/// `sslmode` in the database url, against the lab's servers (which do not offer TLS): `prefer`
+/// falls back to plaintext, `require` is refused rather than downgraded, and unreadable trusted
+/// roots are an operator error before anything connects.
+#[tokio::test]
+async fn the_database_url_honours_sslmode() -> TestResult {
+    use replicator::{Action, DatabaseUrl};
+    let lab = harness::Lab::get()?;
+    let db = lab.region("us")?.fresh_db("config_tls").await?;
+    let prefer = DatabaseUrl::parse(&format!("{} sslmode=prefer", db.conninfo()))?;
+    prefer.connect().await?.simple_query("SELECT 1").await?;
+    let require = DatabaseUrl::parse(&format!("{} sslmode=require", db.conninfo()))?;
+    let refused = require
+        .connect()
+        .await
+        .err()
+        .ok_or("connected without TLS")?;
+    let chain = format!("{refused}: {:?}", std::error::Error::source(&refused));
+    assert!(chain.to_lowercase().contains("tls"), "{chain}");
+    let replication = require.replication_config()?;
+    let refused = pgrepl::ReplicationClient::connect(&replication)
+        .await
+        .err()
+        .ok_or("the walsender connected without TLS")?;
+    assert!(matches!(refused, pgrepl::Error::Tls(_)), "{refused}");
+    let missing = DatabaseUrl::parse(&format!(
+        "{} sslmode=verify-full sslrootcert=/nonexistent/ca.pem",
+        db.conninfo()
+    ))
+    .err()
+    .ok_or("an unreadable sslrootcert was accepted")?;
+    assert_eq!(missing.action(), Action::Operator);
+    assert!(missing.to_string().contains("sslrootcert"), "{missing}");
+    assert!(
+        !missing.to_string().contains(db.region().password()),
+        "{missing}"
+    );
+    Ok(())
+}

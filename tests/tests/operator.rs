@@ -20,7 +20,7 @@ type TestResult = Result<(), Box<dyn Error>>;
 const CONVERGE: Duration = Duration::from_secs(120);
 const COMMAND: Duration = Duration::from_secs(120);
 
-/// What one command printed, and its exit status.
+/// What one command printed (any lab password replaced, see [`redacted`]), and its exit status.
 #[derive(Debug)]
 struct Run {
     code: i32,
@@ -69,16 +69,24 @@ impl Operator {
         }
         let output = tokio::time::timeout(COMMAND, child.wait_with_output())
             .await
-            .map_err(|_| format!("replicator {args:?} did not exit within {COMMAND:?}"))??;
+            .map_err(|_| {
+                let args = redacted(&args.join(" "));
+                format!("replicator {args} did not exit within {COMMAND:?}")
+            })??;
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        );
+        // Raw here, for `assert_no_secret`; redacted in what the test prints on failure.
+        self.outputs.push(format!(
+            "replicator {}\n{stdout}\n{stderr}",
+            redacted(&args.join(" "))
+        ));
         let run = Run {
             code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            stdout: redacted(&stdout),
+            stderr: redacted(&stderr),
         };
-        self.outputs.push(format!(
-            "replicator {args:?}\n{}\n{}",
-            run.stdout, run.stderr
-        ));
         Ok(run)
     }
 
@@ -96,8 +104,11 @@ impl Operator {
         let run = self.run(conninfo, args).await?;
         if run.code != code {
             return Err(format!(
-                "replicator {args:?} exited {} (expected {code}):\n{}\n{}",
-                run.code, run.stdout, run.stderr
+                "replicator {} exited {} (expected {code}):\n{}\n{}",
+                redacted(&args.join(" ")),
+                run.code,
+                run.stdout,
+                run.stderr
             )
             .into());
         }
@@ -106,13 +117,20 @@ impl Operator {
 
     /// No output contained the lab's password or a region-local database URI.
     fn assert_no_secret(&self) -> TestResult {
-        let password = Lab::get()?.password();
+        let lab = Lab::get()?;
+        let passwords: Vec<&str> = lab.regions().iter().map(|r| r.password()).collect();
         assert!(
-            password.len() >= 8,
+            passwords.iter().all(|p| p.len() >= 8),
             "the lab password is too weak to test for"
         );
         for output in &self.outputs {
-            assert!(!output.contains(password), "the password leaked:\n{output}");
+            for password in &passwords {
+                assert!(
+                    !output.contains(password),
+                    "a password leaked (shown as ********):\n{}",
+                    redacted(output)
+                );
+            }
             for uri in [
                 "examples-us",
                 "examples-eu",
@@ -125,6 +143,19 @@ impl Operator {
         }
         Ok(())
     }
+}
+
+/// `text` with every lab password replaced, for failure messages: a test must not leak it either.
+fn redacted(text: &str) -> String {
+    let mut text = text.to_owned();
+    if let Ok(lab) = Lab::get() {
+        for region in lab.regions() {
+            if !region.password().is_empty() {
+                text = text.replace(region.password(), "********");
+            }
+        }
+    }
+    text
 }
 
 async fn title(mesh: &Mesh, region: &str, uuid: Uuid) -> Result<String, HarnessError> {
@@ -154,6 +185,12 @@ async fn an_operator_reads_status_settles_a_conflict_and_verifies_agreement() ->
     let eu = mesh.member("eu").db.conninfo();
     let slot = mesh.member("us").slot.clone();
     let mut op = Operator::default();
+    // eu delivered something here (its heartbeats at least), so it has a position.
+    wait_until("us to apply something of eu", CONVERGE, || async {
+        let sql = "SELECT count(*) FROM replicator.applied_position WHERE source = 'eu'";
+        Ok((mesh.count("us", sql).await? > 0).then_some(()))
+    })
+    .await?;
 
     // Status names every source: the one that delivered, and an expected one that never did.
     let status = op
@@ -189,8 +226,16 @@ async fn an_operator_reads_status_settles_a_conflict_and_verifies_agreement() ->
     assert_eq!(status["slot"]["exists"], true);
     assert_eq!(status["slot"]["active"], true, "{status:#}");
     assert!(status["slot"]["retained_wal_bytes"].is_number());
-    let text = op.expect(0, &us, &["status", "--slot", &slot]).await?;
-    assert!(text.stdout.contains("never applied") || !text.stdout.contains("ap"));
+    let text = op
+        .expect(0, &us, &["status", "--slot", &slot, "--sources", "eu,ap"])
+        .await?;
+    for expected in ["region us", "active (pid", "never applied", "eu  "] {
+        assert!(
+            text.stdout.contains(expected),
+            "{expected}:\n{}",
+            text.stdout
+        );
+    }
     let lag = op
         .expect(0, &eu, &["lag", "--output", "json"])
         .await?
@@ -394,7 +439,62 @@ async fn an_operator_reads_status_settles_a_conflict_and_verifies_agreement() ->
         .json()?;
     assert_eq!(quarantine, Value::Array(vec![]));
     op.expect(0, &us, &["quarantine", "list"]).await?;
-    op.expect(78, &us, &["quarantine", "show", "1"]).await?;
+    op.expect(78, &us, &["quarantine", "show", "999999"])
+        .await?;
+    // A run of one record that decodes and one that does not, as the applier keeps them.
+    let codec = envelope::Codec::new()?;
+    let commit = codec.encode(&envelope::Envelope {
+        source: conflict::RegionId::new("eu")?,
+        commit_lsn: pgoutput::Lsn(0x1_0000_0010),
+        commit_time: envelope::UnixMicros(1_700_000_000_000_000),
+        seq: envelope::Seq(0),
+        body: envelope::Body::Commit { change_count: 0 },
+    })?;
+    let garbage: Vec<u8> = vec![0xc3, 0x01, 0xde, 0xad, 0xbe, 0xef];
+    let id: i64 = mesh
+        .client("us")
+        .query_one(
+            "INSERT INTO replicator.quarantine
+                 (source, topic, first_offset, last_offset, commit_lsn, reason, detail, records)
+             VALUES ('eu', 'the.eu.topic', 41, 42, '1/10', 'undecodable', 'bad bytes', $1)
+             RETURNING id",
+            &[&vec![commit, garbage]],
+        )
+        .await?
+        .get(0);
+    let listed = op
+        .expect(0, &us, &["quarantine", "list", "--output", "json"])
+        .await?
+        .json()?;
+    assert_eq!(listed[0]["id"], id);
+    assert_eq!(listed[0]["records"], 2);
+    let id = id.to_string();
+    let shown = op.expect(0, &us, &["quarantine", "show", &id]).await?;
+    for expected in [
+        "undecodable",
+        "bad bytes",
+        "41..42",
+        "\"commit\"",
+        "c301deadbeef",
+    ] {
+        assert!(
+            shown.stdout.contains(expected),
+            "{expected}:\n{}",
+            shown.stdout
+        );
+    }
+    let shown = op
+        .expect(0, &us, &["quarantine", "show", &id, "--output", "json"])
+        .await?
+        .json()?;
+    assert_eq!(shown["records"][0]["decoded"]["offset"], 41, "{shown:#}");
+    assert_eq!(shown["records"][0]["decoded"]["source"], "eu");
+    assert_eq!(shown["records"][1]["hex"], "c301deadbeef");
+    let status = op
+        .expect(0, &us, &["status", "--slot", &slot, "--output", "json"])
+        .await?
+        .json()?;
+    assert_eq!(status["sources"][0]["quarantined"], 1, "{status:#}");
 
     // Verify: in agreement, then a divergence written behind the replicator's back in eu (the
     // triggers do not version it, so the reader never publishes it).
@@ -509,6 +609,40 @@ async fn teardown_asks_first_then_removes_everything_setup_installed() -> TestRe
     );
     assert!(exists(&client, schema).await?);
 
+    // The applier's origin goes too; a connected sidecar blocks the teardown.
+    let origin = replicator::apply::applier::origin_name(&client).await?;
+    client
+        .execute("SELECT pg_replication_origin_create($1)", &[&origin])
+        .await?;
+    let (sidecar, connection) = tokio_postgres::connect(
+        &format!("{conninfo} application_name=replicator-apply"),
+        tokio_postgres::NoTls,
+    )
+    .await?;
+    let driver = tokio::spawn(connection);
+    let blocked = op.run_with_input(&conninfo, &ask, Some("us\n")).await?;
+    assert_eq!(blocked.code, 78, "{}", blocked.stderr);
+    assert!(
+        blocked.stderr.contains("a sidecar is connected"),
+        "{}",
+        blocked.stderr
+    );
+    drop(sidecar);
+    let _ = driver.await;
+    wait_until("the sidecar's session to end", COMMAND, || async {
+        let sql =
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'replicator-apply'
+                   AND datname = current_database()";
+        let n: i64 = client
+            .query_one(sql, &[])
+            .await
+            .map_err(|e| HarnessError::Other(e.to_string()))?
+            .get(0);
+        Ok((n == 0).then_some(()))
+    })
+    .await?;
+    assert!(exists(&client, schema).await?);
+
     // Confirmed by typing the region id.
     let done = op.run_with_input(&conninfo, &ask, Some("us\n")).await?;
     assert_eq!(done.code, 0, "{}\n{}", done.stdout, done.stderr);
@@ -527,7 +661,8 @@ async fn teardown_asks_first_then_removes_everything_setup_installed() -> TestRe
     );
     let gone = format!(
         "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = '{publication}')
-             OR EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')"
+             OR EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')
+             OR EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = '{origin}')"
     );
     assert!(!exists(&client, &gone).await?);
     // Superset still works without it.

@@ -232,13 +232,17 @@ async fn pgrepl_scram_login_identify_system_and_show() -> TestResult {
     assert!(!err.is_retryable());
     assert!(!err.to_string().contains("not-the-password"));
 
-    // TLS is refused up front, not silently skipped.
-    let tls = format!("{} sslmode=require", db.conninfo());
-    let err = tls
-        .parse::<Config>()
+    // The lab's servers do not offer TLS: a mode that requires it is refused, never silently
+    // downgraded; `prefer` (the default, as in libpq) falls back to plaintext.
+    let tls: Config = format!("{} sslmode=require", db.conninfo()).parse()?;
+    let err = ReplicationClient::connect(&tls)
+        .await
         .err()
-        .ok_or("sslmode=require was accepted")?;
-    assert!(matches!(err, pgrepl::Error::Unsupported(_)), "{err}");
+        .ok_or("sslmode=require connected without TLS")?;
+    assert!(matches!(err, pgrepl::Error::Tls(_)), "{err}");
+    assert!(!err.is_retryable());
+    let prefer: Config = format!("{} sslmode=prefer", db.conninfo()).parse()?;
+    ReplicationClient::connect(&prefer).await?;
     Ok(())
 }
 

@@ -235,3 +235,29 @@ fn reused_dot_is_an_error() {
         Err(Error::DotReused { field: f("a"), dot })
     );
 }
+
+#[test]
+fn a_later_write_of_the_same_transaction_is_reported_replaced() {
+    // One transaction (one dot) inserts a field, then updates it: the second write shares the
+    // dot with a greater hlc, and the applier must write it.
+    let clock: VersionVector = [(r("us"), crate::dot::Counter(1))].into_iter().collect();
+    let dot = Dot::new(r("us"), crate::dot::Counter(1));
+    let first = EntityState::from_parts(
+        clock.clone(),
+        None,
+        [(f("a"), FieldVersion::new(0u8, dot, Hlc::from_u64(100)))].into(),
+    )
+    .unwrap();
+    let second = EntityState::from_parts(
+        clock,
+        None,
+        [(f("a"), FieldVersion::new(7u8, dot, Hlc::from_u64(101)))].into(),
+    )
+    .unwrap();
+    let merged = merge(&first, &second).unwrap();
+    assert_eq!(merged.replaced, vec![f("a")]);
+    assert_eq!(merged.state.field(&f("a")).map(|v| v.value), Some(7));
+    assert!(merged.conflicts.is_empty());
+    // Merged the other way round, the local version is already the later one: nothing to write.
+    assert!(merge(&second, &first).unwrap().replaced.is_empty());
+}

@@ -51,11 +51,6 @@ impl DatabaseArg {
     }
 }
 
-pub(crate) const READ_EXIT: &str =
-    "Exit status: 0 when the report was printed, 75 when the database \
-could not be reached (try again), 78 when an operator must act (setup never ran here, a bad \
-argument), 70 on an internal error.";
-
 pub(crate) const STATUS_EXAMPLES: &str = "\
 Examples:
   # How far this region applied every other region, and what its slot holds back:
@@ -87,6 +82,7 @@ pub(crate) struct StatusArgs {
     #[arg(long, env = "REPLICATOR_SOURCES", value_delimiter = ',', value_parser = RegionId::new)]
     pub(crate) sources: Vec<RegionId>,
 
+    /// How to print the report.
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) output: Output,
 }
@@ -109,6 +105,7 @@ pub(crate) struct LagArgs {
     #[arg(long, env = "REPLICATOR_SOURCES", value_delimiter = ',', value_parser = RegionId::new)]
     pub(crate) sources: Vec<RegionId>,
 
+    /// How to print the report.
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) output: Output,
 }
@@ -176,6 +173,7 @@ pub(crate) struct VerifyArgs {
     #[arg(long, default_value = "5s", value_parser = duration)]
     pub(crate) stable_for: Duration,
 
+    /// How to print the report.
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) output: Output,
 }
@@ -211,13 +209,13 @@ Examples:
   replicator teardown --yes
 
 Drops the capture triggers (replicator_version, replicator_uuid, replicator_register), the
-publication, the replication origin replicator_apply and schema replicator (state, conflict log,
-quarantine, functions) in one transaction, then the slot. REPLICA IDENTITY FULL on
-embedded_dashboards stays (harmless); Superset's rows are untouched. It refuses while a sidecar
-is connected. This cannot be undone: the region would rejoin only as a new one, from a snapshot.
-Exit status: 0 when done (or with --dry-run), 75 when the database could not be reached or a
-lock was busy (try again), 78 when an operator must act (not confirmed, a sidecar still
-connected), 70 on an internal error.";
+publication, the applier's replication origin (replicator_apply_<database oid>) and schema
+replicator (state, conflict log, quarantine, functions) in one transaction, then the slot.
+REPLICA IDENTITY FULL on embedded_dashboards stays (harmless); Superset's rows are untouched.
+It refuses while a sidecar is connected. This cannot be undone: the region would rejoin only
+as a new one, from a snapshot. Exit status: 0 when done (or with --dry-run), 75 when the
+database could not be reached or a lock was busy (try again), 78 when an operator must act (not
+confirmed, a sidecar still connected), 70 on an internal error.";
 
 #[derive(Debug, Args)]
 pub(crate) struct TeardownArgs {
@@ -240,6 +238,7 @@ pub(crate) struct TeardownArgs {
     #[arg(long)]
     pub(crate) dry_run: bool,
 
+    /// How to print the report.
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) output: Output,
 }

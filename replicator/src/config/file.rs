@@ -12,6 +12,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::layer::{Layer, Origin, Value};
+use super::secret::Secret;
 use crate::error::Error;
 
 /// The whole file.
@@ -161,12 +162,14 @@ impl FileConfig {
     fn into_layer(self, name: &str) -> Result<Layer, Error> {
         let origin = || Origin::File(name.to_owned());
         let mut layer = Layer::default();
+        if let Some(url) = self.database.url {
+            layer.put("database.url", Value::Secret(Secret::new(url)), origin())?;
+        }
         let mut text = |key: &str, value: Option<String>| match value {
             Some(v) => layer.put(key, Value::Text(v), origin()),
             None => Ok(()),
         };
         text("region", self.region)?;
-        text("database.url", self.database.url)?;
         text("database.password_file", self.database.password_file)?;
         text("kafka.brokers", self.kafka.brokers)?;
         text("kafka.topic_prefix", self.kafka.topic_prefix)?;

@@ -17,8 +17,10 @@ pub enum Shape {
     Duration,
     /// A path.
     Path,
-    /// A credential (never shown).
+    /// A credential (never shown), from the environment only.
     Secret,
+    /// A connection string that may hold a password: in the file too, but held as a secret.
+    Url,
     /// A table of strings (file and flags only).
     Table,
 }
@@ -60,14 +62,14 @@ const fn key(
     }
 }
 
-use Shape::{Duration, List, Path, Secret, Table, Text};
+use Shape::{Duration, List, Path, Secret, Table, Text, Url};
 
 /// Every setting, in the order of the docs.
 #[rustfmt::skip]
 pub static KEYS: &[Key] = &[
     key("region", Text, Some("REPLICATOR_REGION"), Some("--region"), "", r#""us""#,
         "This region's id, as given to `replicator setup`. Required."),
-    key("database.url", Text, Some("REPLICATOR_DATABASE_URL"), Some("--database-url"), "",
+    key("database.url", Url, Some("REPLICATOR_DATABASE_URL"), Some("--database-url"), "",
         r#""host=db.us.internal user=replicator dbname=superset sslmode=verify-full""#,
         "The metadata database: a libpq `key=value` string or a `postgresql://` url. Required. Put the password in `database.password_file` or `REPLICATOR_DATABASE_PASSWORD`, not here (a password in it is accepted and never shown, but the file is no place for it)."),
     key("database.password_file", Path, Some("REPLICATOR_DATABASE_PASSWORD_FILE"), None, "",

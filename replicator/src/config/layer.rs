@@ -12,6 +12,7 @@ use std::fmt;
 
 use super::keys::{find, Shape, KEYS};
 use super::secret::Secret;
+use crate::capture::publish::is_sensitive;
 use crate::error::Error;
 
 /// Where a value came from (`config check` shows it).
@@ -35,13 +36,35 @@ impl fmt::Display for Origin {
     }
 }
 
-/// A raw value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A raw value. `Debug` shows no secret: a [`Secret`] is redacted, and so are the values of
+/// credential properties in a table.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Value {
     Text(String),
     List(Vec<String>),
     Secret(Secret),
     Table(BTreeMap<String, String>),
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Text(text) => f.debug_tuple("Text").field(text).finish(),
+            Value::List(items) => f.debug_tuple("List").field(items).finish(),
+            Value::Secret(secret) => f.debug_tuple("Secret").field(secret).finish(),
+            Value::Table(entries) => f
+                .debug_map()
+                .entries(entries.iter().map(|(k, v)| {
+                    let shown = if is_sensitive(k) {
+                        "<redacted>"
+                    } else {
+                        v.as_str()
+                    };
+                    (k, shown)
+                }))
+                .finish(),
+        }
+    }
 }
 
 /// A value and where it came from.
@@ -80,7 +103,7 @@ impl Layer {
                     .map(str::to_owned)
                     .collect(),
             ),
-            Shape::Secret => Value::Secret(Secret::new(text)),
+            Shape::Secret | Shape::Url => Value::Secret(Secret::new(text)),
             Shape::Table => {
                 return Err(Error::Setting {
                     key: key.to_owned(),

@@ -133,7 +133,7 @@ impl Resolver<'_> {
                     key,
                     format!("{text:?} is this region"),
                     format!(
-                        "remove it: a region never applies its own topic (region = {region:?})"
+                        "remove it: a region never applies its own topic (region = \"{region}\")"
                     ),
                 ));
             }

@@ -101,7 +101,13 @@ fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    // The last one wins, so that a test's own variables override [`MINIMAL`].
+    move |name| {
+        vars.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
 }
 
 const MINIMAL: &[(&str, &str)] = &[
@@ -245,7 +251,7 @@ fn secrets_come_from_files_or_the_environment_and_are_never_shown() -> Result<()
     }
     assert!(shown.contains("sasl_password = \"<redacted>\""), "{shown}");
     assert!(
-        shown.contains("url = \"replicator@db/superset\""),
+        shown.contains("url = \"replicator@db:5432/superset\""),
         "{shown}"
     );
     Ok(())

@@ -63,7 +63,7 @@ fn sorted(value: Value) -> Value {
 impl ValueDiff {
     /// The diff from `old` to `new`; a missing value (SQL NULL) is no lines.
     pub fn new(old: Option<&str>, new: Option<&str>) -> Self {
-        let pretty = (old.map(|o| pretty_json(o)), new.map(|n| pretty_json(n)));
+        let pretty = (old.map(pretty_json), new.map(pretty_json));
         let json = matches!(pretty, (Some(Some(_)) | None, Some(Some(_)) | None))
             && (old.is_some() || new.is_some());
         let text = |raw: Option<&str>, pretty: Option<Option<String>>| -> String {

@@ -8,7 +8,8 @@
 //!    `replicator_register` — only triggers of that name whose function is in schema
 //!    `replicator`), each table locked briefly (`lock_timeout`);
 //! 2. the publication;
-//! 3. the applier's replication origin `replicator_apply`;
+//! 3. the applier's replication origin (`replicator_apply_<database oid>`, see
+//!    [`origin_name`]);
 //! 4. schema `replicator` with everything in it: the state tables (registry, clocks, positions,
 //!    conflict log, quarantine, parked transactions) and the functions;
 //!

@@ -58,6 +58,7 @@ pub(crate) enum Kind {
     /// Two concurrent writes of one field.
     Field,
     /// A delete concurrent with an update.
+    #[value(name = "delete_update")]
     DeleteUpdate,
 }
 
@@ -91,6 +92,7 @@ pub(crate) struct ListArgs {
     #[arg(long, default_value_t = 100)]
     pub(crate) limit: i64,
 
+    /// How to print the report.
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) output: Output,
 }
@@ -113,6 +115,7 @@ pub(crate) struct ShowArgs {
     /// The conflict's id in this region (from `conflicts list`).
     pub(crate) id: i64,
 
+    /// How to print the report.
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) output: Output,
 }
@@ -149,6 +152,7 @@ pub(crate) struct ResolveArgs {
     #[arg(long)]
     pub(crate) force: bool,
 
+    /// How to print the report.
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) output: Output,
 }
@@ -240,6 +244,7 @@ pub(crate) struct QuarantineListArgs {
     #[arg(long, default_value_t = 100)]
     pub(crate) limit: i64,
 
+    /// How to print the report.
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) output: Output,
 }
@@ -261,6 +266,7 @@ pub(crate) struct QuarantineShowArgs {
     /// The quarantined run's id (from `quarantine list`).
     pub(crate) id: i64,
 
+    /// How to print the report.
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) output: Output,
 }
