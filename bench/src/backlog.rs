@@ -61,7 +61,9 @@ async fn wait_count(client: &Client, rows: u64, what: &str, timeout: Duration) -
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(format!("timed out after {timeout:?} waiting for {what} ({n} of {rows})").into());
+            return Err(
+                format!("timed out after {timeout:?} waiting for {what} ({n} of {rows})").into(),
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -78,7 +80,13 @@ async fn ours(rows: u64) -> Result<Value> {
     let started = Instant::now();
     mesh.start_all()?;
     let eu = mesh.member("eu").db.connect().await?;
-    let drained = wait_count(&eu, rows, "eu to apply the backlog", Duration::from_secs(3600)).await;
+    let drained = wait_count(
+        &eu,
+        rows,
+        "eu to apply the backlog",
+        Duration::from_secs(3600),
+    )
+    .await;
     let seconds = started.elapsed().as_secs_f64();
     if let Err(e) = drained {
         return Err(format!("{e}\n{}", mesh.logs()).into());
@@ -118,7 +126,13 @@ async fn native(rows: u64) -> Result<Value> {
     let started = Instant::now();
     bc.batch_execute(&format!("ALTER SUBSCRIPTION {name} ENABLE"))
         .await?;
-    let waited = wait_count(&bc, rows, "the native subscription to catch up", Duration::from_secs(600)).await;
+    let waited = wait_count(
+        &bc,
+        rows,
+        "the native subscription to catch up",
+        Duration::from_secs(600),
+    )
+    .await;
     let seconds = started.elapsed().as_secs_f64();
     bc.batch_execute(&format!(
         "ALTER SUBSCRIPTION {name} DISABLE; ALTER SUBSCRIPTION {name} SET (slot_name = NONE);
@@ -141,7 +155,11 @@ pub(crate) async fn run(rows: u64) -> Result<Report> {
     let native = native(rows).await?;
     eprintln!("P1 backlog: replicator us → eu, {rows} transactions");
     let ours = ours(rows).await?;
-    let seconds = |v: &Value| v["drain_seconds"].as_f64().unwrap_or(f64::NAN);
+    let seconds = |v: &Value| {
+        v.get("drain_seconds")
+            .and_then(Value::as_f64)
+            .unwrap_or(f64::NAN)
+    };
     let (ours_s, native_s) = (seconds(&ours), seconds(&native));
     let ratio = native_s / ours_s;
     let json = json!({

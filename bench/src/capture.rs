@@ -8,7 +8,9 @@
 //! triggers write beside them), one on a publication of `dashboards` alone (what a plain logical
 //! replication setup would stream). Then N transactions, each inserting one dashboard, are
 //! committed while nothing reads (`synchronous_commit = off` for speed; the WAL is flushed before
-//! timing starts). Each reader then runs alone, one after the other on the same WAL:
+//! timing starts). Each reader then runs alone, one after the other on the same WAL
+//! (`pg_recvlogical` on our publication before and after ours, the reference being the mean of
+//! the two; then on `dashboards` alone):
 //! `pg_recvlogical --endpos` is timed from spawn to exit; ours from spawn until the slot confirms
 //! the backlog's end, which it does only after the broker acknowledged every record — so ours
 //! includes connecting, creating the topic and up to one status interval (about 1 s) before the
@@ -51,18 +53,26 @@ pub(crate) async fn run(rows: u64) -> Result<Report> {
     let client = db.connect().await?;
     let (slot, publication) = (db.unique_name("slot"), db.unique_name("pub"));
     harness::run_setup(&db, &slot, &publication).await?;
-    let (same_slot, plain_slot, plain_pub) = (
+    let (same_slot, again_slot, plain_slot, plain_pub) = (
         db.unique_name("ref"),
+        db.unique_name("refagain"),
         db.unique_name("refplain"),
         db.unique_name("pubplain"),
     );
+    // One statement each: a slot cannot be created in a transaction that has written.
     client
         .batch_execute(&format!(
-            "CREATE PUBLICATION {plain_pub} FOR TABLE dashboards;
-             SELECT pg_create_logical_replication_slot('{same_slot}', 'pgoutput');
-             SELECT pg_create_logical_replication_slot('{plain_slot}', 'pgoutput');"
+            "CREATE PUBLICATION {plain_pub} FOR TABLE dashboards"
         ))
         .await?;
+    for name in [&same_slot, &again_slot, &plain_slot] {
+        client
+            .execute(
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[name],
+            )
+            .await?;
+    }
 
     eprintln!("P2 capture: committing {rows} single-row transactions");
     let commit_seconds = backlog::commit_rows(&client, rows, "capture").await?;
@@ -82,10 +92,19 @@ pub(crate) async fn run(rows: u64) -> Result<Report> {
     let same = recvlogical(&db, &same_slot, &publication, &end).await?;
     eprintln!("P2 capture: replicator capture");
     let ours = ours(lab, &db, &slot, &publication, &end).await?;
+    eprintln!("P2 capture: pg_recvlogical, our publication, again");
+    let again = recvlogical(&db, &again_slot, &publication, &end).await?;
     eprintln!("P2 capture: pg_recvlogical, dashboards only");
     let plain = recvlogical(&db, &plain_slot, &plain_pub, &end).await?;
 
-    let ratio = same.seconds / ours.seconds;
+    // The reference is the mean of the runs before and after ours, so that neither the first
+    // read of the backlog's WAL nor the machine's drift favours one side.
+    let reference = Timed {
+        seconds: (same.seconds + again.seconds) / 2.0,
+        walsender_cpu: (same.walsender_cpu + again.walsender_cpu) / 2.0,
+        reader_cpu: None,
+    };
+    let ratio = reference.seconds / ours.seconds;
     let rate = |t: Timed| rows as f64 / t.seconds;
     let json = json!({
         "measure": "capture",
@@ -94,7 +113,8 @@ pub(crate) async fn run(rows: u64) -> Result<Report> {
         "backlog_wal_bytes": wal_bytes,
         "rows_written_by_the_backlog": written,
         "ours": timed_json(ours, rows),
-        "pg_recvlogical_same_publication": timed_json(same, rows),
+        "pg_recvlogical_same_publication": timed_json(reference, rows),
+        "pg_recvlogical_same_publication_runs": [timed_json(same, rows), timed_json(again, rows)],
         "pg_recvlogical_dashboards_only": timed_json(plain, rows),
         "ratio_recvlogical_over_ours": ratio,
         "target": ">= 0.8",
@@ -106,8 +126,8 @@ pub(crate) async fn run(rows: u64) -> Result<Report> {
         )
         .reference(format!(
             "pg_recvlogical {} ({:.0} txn/s)",
-            secs(same.seconds),
-            rate(same)
+            secs(reference.seconds),
+            rate(reference)
         ))
         .ratio(ratio)
         .target("≥ 0.8", ratio >= 0.8),
@@ -154,12 +174,18 @@ async fn written_rows(client: &Client) -> Result<serde_json::Value> {
 /// `pg_recvlogical` from `slot` to `/dev/null` until `end`.
 async fn recvlogical(db: &TestDb, slot: &str, publication: &str, end: &str) -> Result<Timed> {
     // The password goes through the environment, not the command line.
-    let conninfo: Vec<&str> = db
-        .conninfo()
+    let full = db.conninfo();
+    let conninfo: Vec<&str> = full
         .split_whitespace()
         .filter(|t| !t.starts_with("password="))
-        .map(|t| if t.starts_with("application_name=") { "application_name=bench" } else { t })
-        .collect::<Vec<_>>();
+        .map(|t| {
+            if t.starts_with("application_name=") {
+                "application_name=bench"
+            } else {
+                t
+            }
+        })
+        .collect();
     let conninfo = conninfo.join(" ");
     let walsender = WalsenderCpu::start(db, slot).await?;
     let started = Instant::now();

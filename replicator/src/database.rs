@@ -12,8 +12,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use tokio_postgres::config::Host;
 use pgrepl::{SslMode, TlsSettings};
+use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 
 use crate::error::{Error, Result};

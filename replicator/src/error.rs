@@ -349,7 +349,7 @@ impl Error {
                 "another process holds the port, or the address is not this host's: choose another with `metrics.listen` (REPLICATOR_METRICS_LISTEN, --metrics-listen), or `off` to serve no metrics".into()
             }
             Error::Merge { .. } | Error::Unappliable { .. } | Error::ApplyRow { .. } => {
-                "the applier quarantined the source transaction with this reason and went on; read it with `replicator quarantine list`, fix its cause (often a region running another Superset or replicator version), then replay it with `replicator quarantine retry ID`".into()
+                "the applier quarantined the source transaction with this reason and went on; read it with `replicator quarantine list`, fix its cause (often a region running another Superset or replicator version), then replay it as docs/operations.md describes (move the source's `resume_offset` back)".into()
             }
             Error::Snapshot { .. } => {
                 "what a failed snapshot published is harmless (full entity states merge away; a snapshot transaction without its commit record is never applied): report this with the log line, then run the snapshot again".into()

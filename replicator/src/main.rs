@@ -12,12 +12,12 @@ use cli::apply::{ApplyArgs, APPLY_EXAMPLES};
 use cli::capture::{
     CaptureArgs, SnapshotArgs, TailArgs, CAPTURE_EXAMPLES, SNAPSHOT_EXAMPLES, TAIL_EXAMPLES,
 };
+use cli::config::{ConfigArgs, CONFIG_EXAMPLES};
 use cli::operator::logs::{ConflictsArgs, QuarantineArgs, CONFLICTS_EXAMPLES, QUARANTINE_EXAMPLES};
 use cli::operator::{
     LagArgs, StatusArgs, TeardownArgs, VerifyArgs, LAG_EXAMPLES, STATUS_EXAMPLES,
     TEARDOWN_EXAMPLES, VERIFY_EXAMPLES,
 };
-use cli::config::{ConfigArgs, CONFIG_EXAMPLES};
 use cli::run::{RunArgs, RUN_EXAMPLES};
 use cli::setup::{SetupArgs, SETUP_EXAMPLES};
 

@@ -209,3 +209,66 @@ async fn check_metrics(mesh: &Mesh, ports: &[(String, u16)]) -> TestResult {
     }
     Ok(())
 }
+
+/// Two regions cut off from each other (sidecars stopped) both retitle one dashboard: once they
+/// are back, each counts exactly one conflict with the other, of kind `field` and column class
+/// `text` — counted once it is committed, as the conflict log holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_is_counted_once_with_its_column_class() -> TestResult {
+    let mut mesh = Mesh::new(&["us", "eu"], "metrics_conflict").await?;
+    let mut ports = Vec::new();
+    for member in &mut mesh.members {
+        let port = free_port()?;
+        member.extra_args = vec!["--metrics-listen".into(), format!("127.0.0.1:{port}")];
+        ports.push((member.region.clone(), port));
+    }
+    mesh.start_all()?;
+    mesh.client("us")
+        .execute(
+            "INSERT INTO dashboards (dashboard_title) VALUES ('contested')",
+            &[],
+        )
+        .await?;
+    mesh.converged(WAIT).await?;
+    mesh.kill_all();
+    for region in ["us", "eu"] {
+        mesh.client(region)
+            .execute(
+                "UPDATE dashboards SET dashboard_title = $1 WHERE dashboard_title = 'contested'",
+                &[&format!("retitled in {region}")],
+            )
+            .await?;
+    }
+    mesh.start_all()?;
+    mesh.converged(WAIT).await?;
+    for (target, port) in &ports {
+        let source = if target == "us" { "eu" } else { "us" };
+        let labels = [
+            ("source", source),
+            ("kind", "field"),
+            ("column_class", "text"),
+        ];
+        let counted = wait_for(
+            &format!("the conflict counted in {target}"),
+            *port,
+            |text| sample(text, "replicator_conflicts_total", &labels),
+        )
+        .await;
+        if counted.is_err() {
+            eprintln!("{}", mesh.logs());
+        }
+        assert_eq!(counted?, 1.0, "one conflict in {target}");
+        let log = mesh
+            .members
+            .iter()
+            .find(|m| m.region == *target)
+            .and_then(|m| m.sidecar.as_ref())
+            .map(|s| s.log())
+            .unwrap_or_default();
+        assert!(
+            log.contains("column_class=\"text\"") || log.contains("column_class=text"),
+            "{log}"
+        );
+    }
+    Ok(())
+}

@@ -107,6 +107,9 @@ pub(crate) async fn run_apply(args: ApplyArgs) -> Result<(), Error> {
         kafka: Some(config.kafka.clone()),
     };
     start_metrics(&mut tasks, &metrics, probes).await?;
-    tasks.spawn("applier", async move { applier::run(&config, cancel).await });
+    tasks.spawn(
+        "applier",
+        async move { applier::run(&config, cancel).await },
+    );
     tasks.join().await
 }

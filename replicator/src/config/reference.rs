@@ -43,12 +43,12 @@ A file holding a secret is read whole, without its trailing line break.
 region = \"us\"
 
 [database]
-url = \"host=db.us.internal user=replicator dbname=superset\"
+url = \"host=db.us.internal user=replicator dbname=superset sslmode=verify-full sslrootcert=/etc/replicator/db-ca.pem\"
 password_file = \"/run/secrets/pg\"
 
 [kafka]
 brokers = \"kafka-1:9092,kafka-2:9092\"
-properties = { \"security.protocol\" = \"SASL_SSL\", \"sasl.mechanism\" = \"SCRAM-SHA-512\", \"sasl.username\" = \"replicator-us\" }
+properties = { \"security.protocol\" = \"SASL_PLAINTEXT\", \"sasl.mechanism\" = \"PLAIN\", \"sasl.username\" = \"replicator-us\" }
 sasl_password_file = \"/run/secrets/kafka\"
 
 [applier]

@@ -350,3 +350,37 @@ impl fmt::Display for Agreement {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_is_a_region_and_a_url_and_errors_never_repeat_the_url() {
+        let (region, url) =
+            parse_peer("eu=host=db.eu user=r password=s3cr3t-pw dbname=superset").expect("valid");
+        assert_eq!(region, "eu");
+        assert_eq!(url.redacted(), "r@db.eu/superset");
+        for bad in [
+            "eu",
+            "EU!=host=x password=s3cr3t-pw",
+            "eu=host=x password=s3cr3t-pw sslmode=bogus",
+        ] {
+            let error = parse_peer(bad).expect_err(bad);
+            assert_eq!(error.action(), crate::Action::Operator);
+            let shown = format!("{error} {:?}", std::error::Error::source(&error));
+            assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn an_entity_diverges_when_any_region_differs_or_lacks_it() {
+        let key = |n: u128| ("dashboards".to_owned(), Uuid::from_u128(n));
+        let a: CanonicalState = [(key(1), json!(1)), (key(2), json!(2))].into();
+        let b: CanonicalState = [(key(1), json!(1)), (key(2), json!(3))].into();
+        let c: CanonicalState = [(key(1), json!(1))].into();
+        assert!(divergent(&[a.clone(), a.clone()]).is_empty());
+        assert_eq!(divergent(&[a.clone(), b]), [key(2)]);
+        assert_eq!(divergent(&[c, a]), [key(2)]);
+    }
+}
