@@ -82,7 +82,13 @@ PY
     tansu_ok || die "Tansu $TANSU_VERSION could not be installed at $TANSU_BIN"
 }
 
+# What the build links: OpenSSL for librdkafka's TLS and SASL/SCRAM (rdkafka feature `ssl`).
+install_build_deps() {
+    apt_install libssl-dev pkg-config
+}
+
 install_all() {
+    install_build_deps
     install_postgres
     install_promtool
     install_tansu

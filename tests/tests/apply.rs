@@ -86,7 +86,10 @@ async fn a_dashboard_arrives_with_every_reference_in_local_ids() -> TestResult {
     for region in ["eu", "ap"] {
         let css: String = mesh
             .client(region)
-            .query_one("SELECT css FROM css_templates WHERE template_name = 'twice'", &[])
+            .query_one(
+                "SELECT css FROM css_templates WHERE template_name = 'twice'",
+                &[],
+            )
             .await?
             .get(0);
         assert_eq!(css, "second", "in {region}");

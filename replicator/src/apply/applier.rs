@@ -56,7 +56,9 @@ pub async fn origin_name(client: &Client) -> Result<String> {
         )
         .await
         .map_err(Error::pg("read this database's oid"))?;
-    let oid: i64 = row.try_get(0).map_err(Error::pg("read this database's oid"))?;
+    let oid: i64 = row
+        .try_get(0)
+        .map_err(Error::pg("read this database's oid"))?;
     Ok(format!("{ORIGIN}{oid}"))
 }
 
@@ -104,7 +106,6 @@ struct Source {
     topic: String,
     assembler: Assembler,
 }
-
 
 async fn session(config: &ApplierConfig, codec: &Codec, cancel: &CancellationToken) -> Result<()> {
     let policy: &'static Policy = policy::superset();
@@ -244,4 +245,3 @@ async fn prepare(client: &Client, region: RegionId) -> Result<()> {
         ))?;
     Ok(())
 }
-

@@ -83,7 +83,7 @@ pub static KEYS: &[Key] = &[
         r#""replicator.""#, r#""replicator.""#, "Region topics are named `<prefix><region>`."),
     key("kafka.properties", Table, None, Some("--kafka-property"), "{}",
         r#"{ "security.protocol" = "SASL_PLAINTEXT", "sasl.mechanism" = "PLAIN", "sasl.username" = "replicator-us" }"#,
-        "Extra librdkafka properties (SASL, socket tuning; this build of librdkafka has SASL PLAIN and no TLS). Credentials (keys with `password`, `secret`, `token`, `key.pem`) are refused here: use `kafka.sasl_password_file`, or `--kafka-property` from a secret store. Properties that carry the delivery guarantees are set by the replicator and refused."),
+        "Extra librdkafka properties (TLS, SASL PLAIN or SCRAM, socket tuning; librdkafka is built with OpenSSL). Credentials (keys with `password`, `secret`, `token`, `key.pem`) are refused here: use `kafka.sasl_password_file`, or `--kafka-property` from a secret store. Properties that carry the delivery guarantees are set by the replicator and refused."),
     key("kafka.sasl_password_file", Path, Some("REPLICATOR_KAFKA_SASL_PASSWORD_FILE"), None, "",
         r#""/run/secrets/kafka""#, "A file holding the SASL password (`sasl.password`)."),
     key("kafka.sasl_password", Secret, Some("REPLICATOR_KAFKA_SASL_PASSWORD"), None, "", r#""...""#,

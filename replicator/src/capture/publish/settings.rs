@@ -371,6 +371,33 @@ mod tests {
         );
     }
 
+    /// The build links OpenSSL: TLS and SASL/SCRAM settings are accepted by librdkafka (a build
+    /// without them refuses `security.protocol=ssl` and any mechanism but PLAIN at creation).
+    #[test]
+    fn tls_and_scram_settings_create_clients() {
+        for (protocol, mechanism) in [
+            ("SSL", None),
+            ("SASL_SSL", Some("SCRAM-SHA-512")),
+            ("SASL_PLAINTEXT", Some("SCRAM-SHA-256")),
+        ] {
+            let mut settings =
+                KafkaSettings::new("broker:9092", "c").with_property("security.protocol", protocol);
+            if let Some(mechanism) = mechanism {
+                settings = settings
+                    .with_property("sasl.mechanism", mechanism)
+                    .with_property("sasl.username", "u")
+                    .with_property("sasl.password", "p");
+            }
+            let created = settings.client_config().and_then(|config| {
+                config
+                    .create::<rdkafka::producer::BaseProducer>()
+                    .map(|_| ())
+                    .map_err(|e| settings.creation_error("create a producer", e))
+            });
+            assert!(created.is_ok(), "{protocol} {mechanism:?}: {created:?}");
+        }
+    }
+
     #[test]
     fn config_ranges_are_checked() {
         let mut config = PublisherConfig::new("replicator.us");
