@@ -115,6 +115,10 @@ pg_drop_leftover_test_dbs() {
     for db in $(pg_psql "$region" postgres -tAc "SELECT datname FROM pg_database WHERE datname LIKE 'it\_%'"); do
         pg_psql "$region" postgres -c "DROP DATABASE \"$db\" WITH (FORCE)"
     done
+    # Sidecar roles of test databases (cluster-wide).
+    for db in $(pg_psql "$region" postgres -tAc "SELECT rolname FROM pg_roles WHERE rolname LIKE 'it\_%\_sidecar'"); do
+        pg_psql "$region" postgres -c "DROP ROLE IF EXISTS \"$db\""
+    done
     # Appliers' replication origins (cluster-wide) whose database is gone.
     pg_psql "$region" postgres -tAc \
         "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin

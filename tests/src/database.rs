@@ -67,6 +67,45 @@ impl TestDb {
         self.region.connect_to(&self.name).await
     }
 
+    /// The least-privilege role a sidecar runs as for this database (`<database>_sidecar`):
+    /// created with REPLICATION, granted exactly `compose/postgres/grant-sidecar.sql` (the grants
+    /// docs/security.md prescribes), and dropped with the database. Call after `replicator setup`.
+    pub async fn sidecar_role(&self) -> Result<String, HarnessError> {
+        let role = format!("{}_sidecar", self.name);
+        let admin = self.region.connect_to("postgres").await?;
+        admin
+            .batch_execute(&format!(
+                "DROP ROLE IF EXISTS \"{role}\"; CREATE ROLE \"{role}\" LOGIN REPLICATION PASSWORD '{}'",
+                self.region.password().replace('\'', "''")
+            ))
+            .await
+            .map_err(HarnessError::pg(format!("create role {role}")))?;
+        let grants = concat!(env!("CARGO_MANIFEST_DIR"), "/../compose/postgres/grant-sidecar.sql");
+        let psql = std::env::var("PG_BIN")
+            .map(|bin| format!("{bin}/psql"))
+            .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/psql".into());
+        let output = std::process::Command::new(psql)
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-v"])
+            .arg(format!("role={role}"))
+            .arg("-f")
+            .arg(grants)
+            .arg(self.conninfo())
+            .output()
+            .map_err(|e| HarnessError::Other(format!("run psql for the sidecar's grants: {e}")))?;
+        if !output.status.success() {
+            return Err(HarnessError::Other(format!(
+                "the sidecar's grants failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        Ok(role)
+    }
+
+    /// A connection string for this database as `role`.
+    pub fn conninfo_as(&self, role: &str) -> String {
+        self.region.conninfo_as(role, &self.name)
+    }
+
     /// A slot, publication or origin name owned by this test (lowercase, ≤ 48 characters).
     pub fn unique_name(&self, kind: &str) -> String {
         unique_name(&format!("it_{kind}"))
@@ -114,7 +153,11 @@ impl TestDb {
             .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
             .await
             .map_err(HarnessError::pg(format!("drop database {name}")))?;
-        // Replication origins are cluster-wide and outlive the database: drop the applier's.
+        // Replication origins and roles are cluster-wide and outlive the database.
+        admin
+            .batch_execute(&format!("DROP ROLE IF EXISTS \"{name}_sidecar\""))
+            .await
+            .map_err(HarnessError::pg(format!("drop role {name}_sidecar")))?;
         admin
             .batch_execute(SWEEP_ORIGINS)
             .await

@@ -107,6 +107,14 @@ impl Region {
         )
     }
 
+    /// A connection string for `dbname` as another role of this region (it has the lab's password).
+    pub fn conninfo_as(&self, user: &str, dbname: &str) -> String {
+        format!(
+            "host={} port={} user={user} password={} dbname={dbname} application_name=replicator-it",
+            self.host, self.port, self.password
+        )
+    }
+
     /// The password of the lab's superuser, for tests that check it never leaks.
     pub fn password(&self) -> &str {
         &self.password

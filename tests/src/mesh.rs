@@ -19,6 +19,8 @@ pub struct Member {
     pub client: Client,
     pub slot: String,
     pub publication: String,
+    /// The least-privilege role the sidecar runs as ([`TestDb::sidecar_role`]).
+    pub role: String,
     pub sidecar: Option<Sidecar>,
     /// Extra arguments for this member's sidecar.
     pub extra_args: Vec<String>,
@@ -52,6 +54,7 @@ impl Mesh {
             let db = lab.region(region)?.fresh_db(label).await?;
             let (slot, publication) = (db.unique_name("slot"), db.unique_name("pub"));
             crate::run_setup(&db, &slot, &publication).await?;
+            let role = db.sidecar_role().await?;
             let client = db.connect().await?;
             members.push(Member {
                 region: (*region).to_owned(),
@@ -59,6 +62,7 @@ impl Mesh {
                 client,
                 slot,
                 publication,
+                role,
                 sidecar: None,
                 extra_args: Vec::new(),
                 sources: None,
@@ -128,7 +132,9 @@ impl Mesh {
             "200ms",
         ];
         args.extend(member.extra_args.iter().map(String::as_str));
-        let sidecar = Sidecar::start(&args, &[("REPLICATOR_DATABASE_URL", &member.db.conninfo())])?;
+        // The sidecar runs as the least-privilege role of docs/security.md, as in production.
+        let url = member.db.conninfo_as(&member.role);
+        let sidecar = Sidecar::start(&args, &[("REPLICATOR_DATABASE_URL", &url)])?;
         if let Some(member) = self.members.get_mut(i) {
             member.sidecar = Some(sidecar);
         }
