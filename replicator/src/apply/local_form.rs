@@ -266,24 +266,37 @@ impl UuidLookup for PgUuidRegistry {
             .get_or_try_init(|| self.client.prepare(LOCAL_IDS_SQL))
             .await
             .map_err(Error::pg("prepare the registry's uuid lookup"))?;
-        let tables: Vec<&str> = keys.iter().map(|(table, _)| *table).collect();
-        let uuids: Vec<Uuid> = keys.iter().map(|(_, uuid)| *uuid).collect();
-        let rows = self
-            .client
-            .query(statement, &[&tables, &uuids])
-            .await
-            .map_err(Error::pg("look up uuids in replicator.registry"))?;
-        rows.iter()
-            .map(|row| {
-                let read = || Error::pg("read a registry row");
-                Ok((
-                    row.try_get(0).map_err(read())?,
-                    row.try_get(1).map_err(read())?,
-                    row.try_get(2).map_err(read())?,
-                ))
-            })
-            .collect()
+        query_local_ids(&self.client, statement, keys).await
     }
+}
+
+/// Runs the registry's uuid → newest local id lookup ([`LOCAL_IDS_SQL`], as text or prepared) on
+/// `client` for `keys`.
+pub(crate) async fn query_local_ids<C, T>(
+    client: &C,
+    statement: &T,
+    keys: &[(&str, Uuid)],
+) -> Result<Vec<(String, Uuid, i64)>>
+where
+    C: tokio_postgres::GenericClient,
+    T: tokio_postgres::ToStatement + ?Sized + Sync + Send,
+{
+    let tables: Vec<&str> = keys.iter().map(|(table, _)| *table).collect();
+    let uuids: Vec<Uuid> = keys.iter().map(|(_, uuid)| *uuid).collect();
+    let rows = client
+        .query(statement, &[&tables, &uuids])
+        .await
+        .map_err(Error::pg("look up uuids in replicator.registry"))?;
+    rows.iter()
+        .map(|row| {
+            let read = || Error::pg("read a registry row");
+            Ok((
+                row.try_get(0).map_err(read())?,
+                row.try_get(1).map_err(read())?,
+                row.try_get(2).map_err(read())?,
+            ))
+        })
+        .collect()
 }
 
 /// One column of this database: its type and whether it may be NULL.

@@ -81,23 +81,7 @@ impl UuidLookup for TxLookup<'_, '_> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let tables: Vec<&str> = keys.iter().map(|(table, _)| *table).collect();
-        let uuids: Vec<Uuid> = keys.iter().map(|(_, uuid)| *uuid).collect();
-        let rows = self
-            .0
-            .query(local_form::LOCAL_IDS_SQL, &[&tables, &uuids])
-            .await
-            .map_err(Error::pg("look up uuids in replicator.registry"))?;
-        rows.iter()
-            .map(|row| {
-                let read = || Error::pg("read a registry row");
-                Ok((
-                    row.try_get(0).map_err(read())?,
-                    row.try_get(1).map_err(read())?,
-                    row.try_get(2).map_err(read())?,
-                ))
-            })
-            .collect()
+        local_form::query_local_ids(self.0, local_form::LOCAL_IDS_SQL, keys).await
     }
 }
 
