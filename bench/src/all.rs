@@ -22,6 +22,9 @@ pub(crate) struct Plan {
     pub(crate) backlog_rows: u64,
     pub(crate) capture_rows: u64,
     pub(crate) lag: lag::Options,
+    /// A second, short P3 run at this rate (0: none), within the applier's capacity, which
+    /// separates the latency floor from falling behind.
+    pub(crate) lag_low_rate: u64,
     pub(crate) big_txn_rows: u64,
     pub(crate) overhead_transactions: u64,
     pub(crate) bulk_rows: u64,
@@ -83,6 +86,22 @@ pub(crate) async fn run(plan: Plan) -> Result<Report> {
     )
     .await;
     step("lag", lag::run(plan.lag.clone()), &mut lines, &mut measures).await;
+    if plan.lag_low_rate > 0 {
+        let low = lag::Options {
+            rate: plan.lag_low_rate,
+            seconds: 10,
+            drain_timeout: 60,
+            ..plan.lag.clone()
+        };
+        let mut low_lines = Vec::new();
+        step("lag-low-rate", lag::run(low), &mut low_lines, &mut measures).await;
+        // Its sidecars' memory is not another P5 figure: the full-rate run's is.
+        lines.extend(
+            low_lines
+                .into_iter()
+                .filter(|l| !l.measure.starts_with("P5")),
+        );
+    }
     step(
         "big-txn",
         big_txn::run(plan.big_txn_rows, "us"),
@@ -98,6 +117,7 @@ pub(crate) async fn run(plan: Plan) -> Result<Report> {
             "lag_rate": plan.lag.rate,
             "lag_seconds": plan.lag.seconds,
             "lag_drain_timeout_seconds": plan.lag.drain_timeout,
+            "lag_low_rate": plan.lag_low_rate,
             "big_txn_rows": plan.big_txn_rows,
             "overhead_transactions": plan.overhead_transactions,
             "bulk_rows": plan.bulk_rows,

@@ -13,7 +13,8 @@
 //! `dashboards` and copies no initial data; ours runs with its triggers and publishes every
 //! replicated table. The ratio is native seconds / our seconds (≥ 1.0 means we drain at least
 //! as fast). P2 (`capture`) times the reader alone on a backlog of the same shape, which splits
-//! our drain time between capture and apply.
+//! our drain time between capture and apply. The applier's peak RSS while it drains is a P5
+//! figure of its own: what it buffers grows with the backlog it starts behind.
 
 use std::time::{Duration, Instant};
 
@@ -97,11 +98,19 @@ async fn ours(rows: u64) -> Result<Value> {
             .as_ref()
             .and_then(|s| crate::rss::cpu_seconds(s.pid()))
     };
+    let peak = |region: &str| {
+        mesh.member(region)
+            .sidecar
+            .as_ref()
+            .and_then(|s| crate::rss::of(s.pid()))
+            .map(|(_, hwm)| crate::report::mib(hwm))
+    };
     Ok(json!({
         "commit_seconds_with_triggers": commit_seconds,
         "drain_seconds": seconds,
         "transactions_per_second": rows as f64 / seconds,
         "sidecar_cpu_seconds": {"us": cpu("us"), "eu": cpu("eu")},
+        "sidecar_peak_rss_mib": {"us": peak("us"), "eu": peak("eu")},
     }))
 }
 
@@ -170,6 +179,15 @@ pub(crate) async fn run(rows: u64) -> Result<Report> {
         "ratio_native_over_ours": ratio,
         "target": ">= 1.0",
     });
+    let applier_peak = ours
+        .pointer("/sidecar_peak_rss_mib/eu")
+        .and_then(Value::as_f64)
+        .unwrap_or(f64::NAN);
+    let memory = Line::new(
+        format!("P5 peak RSS, applier draining P1's {}", count(rows)),
+        format!("{applier_peak:.1} MiB"),
+    )
+    .target("< 128 MiB", applier_peak < 128.0);
     let line = Line::new(
         format!("P1 backlog drain, {} txns", count(rows)),
         format!("{} ({:.0} txn/s)", secs(ours_s), rows as f64 / ours_s),
@@ -183,6 +201,6 @@ pub(crate) async fn run(rows: u64) -> Result<Report> {
     .target("≥ 1.0", ratio >= 1.0);
     Ok(Report {
         json,
-        lines: vec![line],
+        lines: vec![line, memory],
     })
 }

@@ -59,7 +59,16 @@ impl Consumer {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("allow.auto.create.topics", "false");
+            .set("allow.auto.create.topics", "false")
+            // Bounded read-ahead: librdkafka's defaults prefetch up to 64 MiB per partition, so a
+            // region coming back with a backlog grew the applier to 144 MiB (measured, P1 100k);
+            // with these it stays near 30 MiB at the same drain rate.
+            .set("queued.max.messages.kbytes", "4096")
+            .set("queued.min.messages", "1000")
+            .set("fetch.max.bytes", "1048576")
+            // The broker answers a fetch as soon as records arrive or after this long: the
+            // default 500 ms was a floor under every apply's latency when records trickle in.
+            .set("fetch.wait.max.ms", "50");
         let consumer: BaseConsumer = config.create().map_err(|source| Error::Kafka {
             context: "create the applier's consumer".into(),
             source,
