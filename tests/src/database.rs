@@ -80,7 +80,10 @@ impl TestDb {
             ))
             .await
             .map_err(HarnessError::pg(format!("create role {role}")))?;
-        let grants = concat!(env!("CARGO_MANIFEST_DIR"), "/../compose/postgres/grant-sidecar.sql");
+        let grants = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../compose/postgres/grant-sidecar.sql"
+        );
         let psql = std::env::var("PG_BIN")
             .map(|bin| format!("{bin}/psql"))
             .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/psql".into());
