@@ -17,6 +17,7 @@
 //! - [`error`]: the one error type, with an operator hint and an [`Action`] per variant.
 
 pub mod apply;
+pub mod backoff;
 pub mod capture;
 pub mod config;
 pub mod database;

@@ -116,41 +116,10 @@ pub struct TableDigest {
 }
 
 /// `value` as compact JSON with every object's keys sorted, whatever map order serde_json keeps,
-/// so equal states give equal bytes (and equal digests) in every region.
+/// so equal states give equal bytes (and equal digests) in every region: the same writer as the
+/// translated JSON columns ([`canonical::sorted_json`]).
 pub fn canonical_text(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
-}
-
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_canonical(item, out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
+    canonical::sorted_json(value)
 }
 
 /// Per table, the digest of its entities: md5 over `uuid SP canonical-json LF` in uuid order.

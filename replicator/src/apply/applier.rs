@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use conflict::RegionId;
 use envelope::Codec;
@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capture::publish::KafkaSettings;
 use crate::database::DatabaseUrl;
-use crate::error::{Action, Error, Result};
+use crate::error::{Error, Result};
 use crate::policy::{self, Policy};
 use crate::telemetry::apply::ApplierStarted;
 
@@ -79,25 +79,10 @@ pub async fn run(config: &ApplierConfig, cancel: CancellationToken) -> Result<()
     let codec = Arc::new(Codec::new().map_err(|e| Error::StreamShape {
         problem: e.to_string(),
     })?);
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        let started = Instant::now();
-        match session(config, &codec, &cancel).await {
-            Ok(()) => return Ok(()),
-            Err(error) if error.action() == Action::Retry => {
-                if started.elapsed() > Duration::from_secs(60) {
-                    backoff = Duration::from_millis(250);
-                }
-                tracing::warn!(error = %error, hint = %error.hint(), retry_in = ?backoff, "applier session failed; retrying");
-                tokio::select! {
-                    () = cancel.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(config.max_backoff);
-            }
-            Err(error) => return Err(error),
-        }
-    }
+    crate::backoff::run_sessions("applier", config.max_backoff, &cancel, || {
+        session(config, &codec, &cancel)
+    })
+    .await
 }
 
 /// One source's topic being applied.
@@ -112,7 +97,7 @@ async fn session(config: &ApplierConfig, codec: &Codec, cancel: &CancellationTok
     let client = config.database.connect().await?;
     prepare(&client, config.region).await?;
     let types = ColumnTypes::load(&client, policy).await?;
-    let sql_types = SqlTypes::load(&client, policy).await?;
+    let sql_types = SqlTypes::new(types.clone());
     let applier = TxnApplier::new(
         policy,
         config.region,

@@ -311,6 +311,8 @@ pub struct ColumnType {
 pub struct ColumnTypes {
     /// Shared: every source transaction's [`LocalForm`] holds a copy.
     tables: std::sync::Arc<BTreeMap<String, BTreeMap<String, ColumnType>>>,
+    /// Each column's type as `format_type` prints it, for casts in the applier's SQL.
+    sql_types: std::sync::Arc<BTreeMap<String, BTreeMap<String, String>>>,
 }
 
 impl ColumnTypes {
@@ -319,7 +321,8 @@ impl ColumnTypes {
         let tables: Vec<&str> = policy.replicated().map(|(table, _)| table).collect();
         let rows = client
             .query(
-                "SELECT c.relname::text, a.attname::text, a.atttypid, a.attnotnull
+                "SELECT c.relname::text, a.attname::text, a.atttypid, a.attnotnull,
+                        format_type(a.atttypid, a.atttypmod)
                  FROM pg_attribute AS a
                  JOIN pg_class AS c ON c.oid = a.attrelid
                  JOIN pg_namespace AS n ON n.oid = c.relnamespace
@@ -336,6 +339,11 @@ impl ColumnTypes {
             let column: String = row.try_get(1).map_err(read())?;
             let type_oid: u32 = row.try_get(2).map_err(read())?;
             let not_null: bool = row.try_get(3).map_err(read())?;
+            let sql_type: String = row.try_get(4).map_err(read())?;
+            std::sync::Arc::make_mut(&mut types.sql_types)
+                .entry(table.clone())
+                .or_default()
+                .insert(column.clone(), sql_type);
             types.insert(
                 &table,
                 &column,
@@ -357,6 +365,11 @@ impl ColumnTypes {
 
     pub fn get(&self, table: &str, column: &str) -> Option<ColumnType> {
         self.tables.get(table)?.get(column).copied()
+    }
+
+    /// The column's type as `format_type` prints it (read by [`ColumnTypes::load`] only).
+    pub fn sql_type(&self, table: &str, column: &str) -> Option<&str> {
+        self.sql_types.get(table)?.get(column).map(String::as_str)
     }
 }
 

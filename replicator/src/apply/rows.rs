@@ -15,14 +15,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, GenericClient, SimpleQueryMessage, Statement};
+use tokio_postgres::{GenericClient, SimpleQueryMessage, Statement};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::policy::{Policy, TablePolicy};
+use crate::policy::TablePolicy;
 use crate::setup::sql::{ident, public};
 
-use super::local_form::LocalValue;
+use super::local_form::{ColumnTypes, LocalValue};
 
 /// Where a row is: its local id, or its uuid for a table without one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,48 +31,19 @@ pub enum RowKey {
     Uuid(Uuid),
 }
 
-/// The SQL type of every column of the replicated tables, as `format_type` prints it.
+/// The SQL type of every column of the replicated tables, as `format_type` prints it: the ones
+/// [`ColumnTypes::load`] read with the rest of each column's description.
 #[derive(Debug, Clone, Default)]
-pub struct SqlTypes {
-    tables: BTreeMap<String, BTreeMap<String, String>>,
-}
+pub struct SqlTypes(ColumnTypes);
 
 impl SqlTypes {
-    /// Reads the column types of `policy`'s replicated tables in schema `public`.
-    pub async fn load(client: &Client, policy: &Policy) -> Result<Self> {
-        let tables: Vec<&str> = policy.replicated().map(|(table, _)| table).collect();
-        let rows = client
-            .query(
-                "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod)
-                 FROM pg_attribute AS a
-                 JOIN pg_class AS c ON c.oid = a.attrelid
-                 JOIN pg_namespace AS n ON n.oid = c.relnamespace
-                 WHERE n.nspname = 'public' AND c.relname = ANY($1::text[])
-                   AND a.attnum > 0 AND NOT a.attisdropped",
-                &[&tables],
-            )
-            .await
-            .map_err(Error::pg("read the replicated tables' column types"))?;
-        let mut types = SqlTypes::default();
-        for row in rows {
-            let read = || Error::pg("read a column type");
-            let table: String = row.try_get(0).map_err(read())?;
-            let column: String = row.try_get(1).map_err(read())?;
-            let sql_type: String = row.try_get(2).map_err(read())?;
-            types
-                .tables
-                .entry(table)
-                .or_default()
-                .insert(column, sql_type);
-        }
-        Ok(types)
+    pub fn new(types: ColumnTypes) -> Self {
+        SqlTypes(types)
     }
 
     fn get(&self, table: &str, column: &str) -> Result<&str> {
-        self.tables
-            .get(table)
-            .and_then(|columns| columns.get(column))
-            .map(String::as_str)
+        self.0
+            .sql_type(table, column)
             .ok_or_else(|| Error::LocalValue {
                 table: table.to_owned(),
                 field: column.to_owned(),

@@ -19,7 +19,7 @@
 //!   recreated: that would silently skip every change it held.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use conflict::RegionId;
 use envelope::{Body, Codec, Envelope, Seq, UnixMicros};
@@ -34,7 +34,7 @@ use super::registry::RegistryCache;
 use super::Captured;
 use crate::database::DatabaseUrl;
 use crate::telemetry::capture::{EventsPublished, ReaderSessionEnded, ReaderStreaming};
-use crate::{Action, Error, Result};
+use crate::{Error, Result};
 
 /// What one reader needs.
 #[derive(Debug, Clone)]
@@ -57,25 +57,10 @@ pub async fn run(config: &ReaderConfig, cancel: CancellationToken) -> Result<()>
     let codec = Arc::new(Codec::new().map_err(|e| Error::StreamShape {
         problem: e.to_string(),
     })?);
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        let started = Instant::now();
-        match session(config, codec.clone(), &cancel).await {
-            Ok(()) => return Ok(()),
-            Err(error) if error.action() == Action::Retry => {
-                if started.elapsed() > Duration::from_secs(60) {
-                    backoff = Duration::from_millis(250);
-                }
-                tracing::warn!(error = %error, hint = %error.hint(), retry_in = ?backoff, "reader session failed; retrying");
-                tokio::select! {
-                    () = cancel.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(config.max_backoff);
-            }
-            Err(error) => return Err(error),
-        }
-    }
+    crate::backoff::run_sessions("reader", config.max_backoff, &cancel, || {
+        session(config, codec.clone(), &cancel)
+    })
+    .await
 }
 
 /// The transaction being published.
