@@ -13,6 +13,7 @@ use crate::HarnessError;
 pub struct Lab {
     regions: Vec<Region>,
     broker: String,
+    scratch: PathBuf,
 }
 
 /// One region's PostgreSQL cluster (superuser access over TCP with a password).
@@ -66,9 +67,16 @@ impl Lab {
                 template: get("LAB_TEMPLATE_DB")?,
             });
         }
+        // Beside the env file, inside the lab's own directory: `dev/lab up` empties it, so logs of a
+        // failed run stay there for a post-mortem and never pile up in the machine's temp dir.
+        let scratch = path
+            .parent()
+            .map(|dir| dir.join("scratch"))
+            .unwrap_or_else(std::env::temp_dir);
         Ok(Lab {
             regions,
             broker: get("LAB_BROKER")?,
+            scratch,
         })
     }
 
@@ -87,6 +95,14 @@ impl Lab {
     /// `host:port` of the Kafka-protocol broker.
     pub fn broker(&self) -> &str {
         &self.broker
+    }
+
+    /// A fresh path named after `file_name` in the lab's scratch directory (logs of the processes a
+    /// test starts, files it hands them), which `dev/lab up` empties.
+    pub fn scratch_file(&self, file_name: &str) -> Result<PathBuf, HarnessError> {
+        std::fs::create_dir_all(&self.scratch)
+            .map_err(|e| HarnessError::Other(format!("create {}: {e}", self.scratch.display())))?;
+        Ok(self.scratch.join(file_name))
     }
 }
 

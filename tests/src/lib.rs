@@ -25,7 +25,7 @@ pub use database::TestDb;
 pub use error::HarnessError;
 pub use lab::{Lab, Region};
 pub use mesh::{Member, Mesh};
-pub use private_broker::{end_offset, read_to_end, tansu_binary, PrivateBroker, TopicRecord};
+pub use private_broker::{end_offset, read_until, tansu_binary, PrivateBroker, TopicRecord};
 pub use process::{replicator_binary, run_setup, Sidecar};
 pub use wait::wait_until;
 

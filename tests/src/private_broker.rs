@@ -3,9 +3,9 @@
 //! (Tansu, in-memory storage) on a free loopback port of its own; killing it loses every topic,
 //! as a restart of the lab's broker would.
 //!
-//! [`read_to_end`] reads a topic of any broker (this one or the lab's) up to its end as the
-//! broker reports it, so a test can tell "everything is there" from "nothing more came for a
-//! while".
+//! [`read_until`] reads a topic of any broker (this one or the lab's) up to a record the test
+//! knows must come after the ones it checks, so a test can tell "everything is there" from
+//! "nothing more came for a while".
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -66,7 +66,7 @@ impl PrivateBroker {
     /// Starts a broker on a free loopback port and waits until it accepts connections.
     pub async fn start() -> Result<PrivateBroker, HarnessError> {
         let binary = tansu_binary()?;
-        let log = std::env::temp_dir().join(format!("{}.log", unique_name("tansu")));
+        let log = crate::Lab::get()?.scratch_file(&format!("{}.log", unique_name("tansu")))?;
         let mut last_error = None;
         // A port found free can be taken by someone else before the broker binds it: try again.
         for _ in 0..5 {
@@ -236,8 +236,10 @@ fn free_port() -> Result<u16, HarnessError> {
         .map_err(|e| HarnessError::Other(format!("find a free port: {e}")))
 }
 
-/// The end offset (high watermark) of partition 0 of `topic` on `broker`: one round trip, so it
-/// also tells that the broker answers.
+/// The end offset of partition 0 of `topic` on `broker` as ListOffsets answers it: one round
+/// trip, so it tells that the broker answers. **Not the end against Tansu 0.6**, which answers
+/// with the base offset of the most recently written batch plus one (records of that batch after
+/// its first are past it).
 pub async fn end_offset(broker: &str, topic: &str, timeout: Duration) -> Result<i64, HarnessError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer = ClientConfig::new()
@@ -258,13 +260,20 @@ pub async fn end_offset(broker: &str, topic: &str, timeout: Duration) -> Result<
     .map_err(|e| HarnessError::Other(e.to_string()))?
 }
 
-/// Every record of partition 0 of `topic` on `broker`, from its first offset up to the end the
-/// broker reports when the call starts (its high watermark), in offset order. Fails if the
-/// topic does not exist or the records do not all arrive within `timeout`.
-pub async fn read_to_end(
+/// Every record of partition 0 of `topic` on `broker`, in offset order, from its first offset up
+/// to and including the first record for which `last` is true. Fails if the topic does not
+/// exist or that record does not arrive within `timeout`.
+///
+/// Why a record the caller knows must come, not "the end": Tansu 0.6 answers ListOffsets short
+/// ([`end_offset`]), and the high watermark of its fetch responses is moved before the batch is
+/// stored, so neither tells when everything acknowledged has been read. A record written after
+/// the ones a test checks (a heartbeat committed after them, say) does: the topic is one
+/// partition, read in order.
+pub async fn read_until(
     broker: &str,
     topic: &str,
     timeout: Duration,
+    last: impl Fn(&TopicRecord) -> bool + Send + 'static,
 ) -> Result<Vec<TopicRecord>, HarnessError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Message, Offset, TopicPartitionList};
@@ -273,57 +282,56 @@ pub async fn read_to_end(
         .set("group.id", unique_name("it_reader"))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_uncommitted")
         .create()
         .map_err(HarnessError::kafka("create a topic reader"))?;
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + timeout;
-        let (low, high) =
-            consumer
-                .fetch_watermarks(&topic, 0, timeout)
-                .map_err(HarnessError::kafka(format!(
-                    "read the watermarks of {topic}"
-                )))?;
-        let mut records = Vec::new();
-        if high <= low {
-            return Ok(records);
+        // Fails if the topic does not exist (assigning a missing topic would only wait).
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), timeout)
+            .map_err(HarnessError::kafka(format!("read the metadata of {topic}")))?;
+        if let Some(error) = metadata.topics().first().and_then(|t| t.error()) {
+            return Err(HarnessError::Other(format!("topic {topic}: {error:?}")));
         }
         let mut assignment = TopicPartitionList::new();
         assignment
-            .add_partition_offset(&topic, 0, Offset::Offset(low))
+            .add_partition_offset(&topic, 0, Offset::Beginning)
             .map_err(HarnessError::kafka("assign"))?;
         consumer
             .assign(&assignment)
             .map_err(HarnessError::kafka("assign"))?;
-        let mut next = low;
-        while next < high {
+        let mut records: Vec<TopicRecord> = Vec::new();
+        loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(HarnessError::Timeout {
                     what: format!(
-                        "offsets {low}..{high} of {topic} (read up to {next}, {} records)",
-                        records.len()
+                        "the awaited record of {topic} (read {} records, up to offset {:?})",
+                        records.len(),
+                        records.last().map(|r| r.0)
                     ),
                     after: timeout,
                 });
             }
             match consumer.poll(left.min(Duration::from_millis(200))) {
                 Some(Ok(m)) => {
-                    next = m.offset() + 1;
-                    if m.offset() < high {
-                        records.push((
-                            m.offset(),
-                            m.key().map(<[u8]>::to_vec),
-                            m.payload().unwrap_or_default().to_vec(),
-                        ));
+                    let record = (
+                        m.offset(),
+                        m.key().map(<[u8]>::to_vec),
+                        m.payload().unwrap_or_default().to_vec(),
+                    );
+                    let done = last(&record);
+                    records.push(record);
+                    if done {
+                        return Ok(records);
                     }
                 }
                 Some(Err(e)) => return Err(HarnessError::Other(format!("consume {topic}: {e}"))),
                 None => {}
             }
         }
-        Ok(records)
     })
     .await
     .map_err(|e| HarnessError::Other(e.to_string()))?

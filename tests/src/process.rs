@@ -42,7 +42,8 @@ pub struct Sidecar {
 impl Sidecar {
     /// Starts `replicator ARGS` with `envs`, logging to a temporary file.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Result<Sidecar, HarnessError> {
-        let log = std::env::temp_dir().join(format!("{}.log", crate::unique_name("sidecar")));
+        let log =
+            crate::Lab::get()?.scratch_file(&format!("{}.log", crate::unique_name("sidecar")))?;
         let file = std::fs::File::create(&log).map_err(|e| HarnessError::Other(e.to_string()))?;
         let stderr = file
             .try_clone()

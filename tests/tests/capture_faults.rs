@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use envelope::{Body, Codec, EntityChange, Envelope};
 use harness::{
-    end_offset, read_to_end, unique_name, wait_until, HarnessError, Lab, PrivateBroker, Sidecar,
+    end_offset, read_until, unique_name, wait_until, HarnessError, Lab, PrivateBroker, Sidecar,
     TestDb, TopicRecord,
 };
 use tokio_postgres::Client;
@@ -176,6 +176,8 @@ struct TopicView {
     duplicates: usize,
     /// The `(commit_lsn, seq)` where each replay started, in topic order.
     replays: Vec<(u64, u64)>,
+    /// Offsets read, gaps between them and the last records, for a failure's message.
+    shape: String,
 }
 
 impl TopicView {
@@ -235,10 +237,12 @@ impl TopicView {
             }
         }
         check_transactions(&first)?;
+        let shape = shape(records, &first);
         Ok(TopicView {
             first,
             duplicates,
             replays,
+            shape,
         })
     }
 
@@ -282,6 +286,34 @@ fn field<'a>(change: &'a EntityChange, path: &str) -> Option<&'a serde_json::Val
         .iter()
         .find(|f| f.path.as_str() == path)
         .map(|f| &f.value)
+}
+
+/// The offsets read, any gaps between consecutive ones, and the last few distinct records.
+fn shape(records: &[TopicRecord], first: &[Envelope]) -> String {
+    let gaps: Vec<String> = records
+        .windows(2)
+        .filter(|w| w[1].0 != w[0].0 + 1)
+        .take(10)
+        .map(|w| format!("{}..{}", w[0].0, w[1].0))
+        .collect();
+    let tail: Vec<String> = first
+        .iter()
+        .rev()
+        .take(6)
+        .map(|e| {
+            let kind = match &e.body {
+                Body::Change(c) => format!("{} {}", c.table, c.entity),
+                Body::Commit { change_count } => format!("commit of {change_count}"),
+                Body::Heartbeat { beat, .. } => format!("heartbeat {beat}"),
+            };
+            format!("{}#{} {kind}", fmt_lsn(e.commit_lsn.0), e.seq.0)
+        })
+        .collect();
+    format!(
+        "offsets {:?}..={:?}, gaps {gaps:?}, last distinct records (newest first) {tail:?}",
+        records.first().map(|r| r.0),
+        records.last().map(|r| r.0),
+    )
 }
 
 /// Every transaction in `first` is whole: seqs from 0 without gaps; changes (and possibly a
@@ -330,10 +362,23 @@ fn check_transactions(first: &[Envelope]) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads `topic` on `broker` up to its end and checks it ([`TopicView::check`]).
-async fn view(broker: &str, topic: &str) -> Result<(TopicView, usize), BoxError> {
-    let records = read_to_end(broker, topic, Duration::from_secs(60)).await?;
+/// Reads `topic` on `broker` and checks it ([`TopicView::check`]): up to the first record of a
+/// transaction committed at or after `after` (the reader's heartbeats bring one), so everything
+/// published before it has been read.
+async fn view(broker: &str, topic: &str, after: u64) -> Result<(TopicView, usize), BoxError> {
     let codec = Codec::new()?;
+    let reader_codec = Codec::new()?;
+    let records = read_until(
+        broker,
+        topic,
+        Duration::from_secs(60),
+        move |(_, _, payload)| {
+            reader_codec
+                .decode(payload)
+                .is_ok_and(|envelope| envelope.commit_lsn.0 >= after)
+        },
+    )
+    .await?;
     let view = TopicView::check(&records, &codec)?;
     Ok((view, records.len()))
 }
@@ -680,7 +725,7 @@ async fn killed_at_random(broker: &mut PrivateBroker, sidecars: &mut Vec<Sidecar
     let end = source.wal_lsn().await?;
     source.wait_confirmed(end, Duration::from_secs(120)).await?;
     let caught_up = started.elapsed();
-    let (view, records) = view(&broker.address(), &source.topic).await?;
+    let (view, records) = view(&broker.address(), &source.topic, end).await?;
     let retried = retries(sidecars);
     eprintln!(
         "capture_faults: {total} transactions, {} kills {kills:?}; workload done at \
@@ -694,7 +739,19 @@ async fn killed_at_random(broker: &mut PrivateBroker, sidecars: &mut Vec<Sidecar
     if let Some(last) = sidecars.last_mut() {
         assert_eq!(last.exited(), None, "the last reader keeps running");
     }
-    check_writes(&view, &writes)?;
+    if let Err(missing) = check_writes(&view, &writes) {
+        // Where the loss is: on the broker (offsets missing, a short high watermark) or in what
+        // was published (the topic is whole and the transactions are simply not on it).
+        let (again, count) = self::view(&broker.address(), &source.topic, end).await?;
+        return Err(format!(
+            "{missing}\n  read once: {records} records, {}; read again: {count} records, \
+             {} distinct; ListOffsets says {}",
+            view.shape,
+            again.first.len(),
+            end_offset(&broker.address(), &source.topic, Duration::from_secs(10)).await?,
+        )
+        .into());
+    }
     // Duplicates only from replays after a restart, each starting exactly where the slot was
     // confirmed when the reader died: the unconfirmed tail, nothing earlier, nothing skipped.
     assert!(
@@ -918,7 +975,7 @@ async fn unreachable_broker(
         .wait_confirmed(written, Duration::from_secs(60))
         .await?;
     let recovered = paused.elapsed() - outage;
-    let (view, records) = view(&broker.address(), &source.topic).await?;
+    let (view, records) = view(&broker.address(), &source.topic, written).await?;
     eprintln!(
         "capture_faults: outage {outage:?} (session retried after {:?}), slot held at <= {} \
          (max seen {}), recovered {recovered:?} after the broker answered (slot at {}); \
@@ -999,7 +1056,7 @@ async fn restarted_broker(
         .wait_confirmed(written, Duration::from_secs(75))
         .await?;
     let recovered = restarted.elapsed();
-    let (view, records) = view(&broker.address(), &source.topic).await?;
+    let (view, records) = view(&broker.address(), &source.topic, written).await?;
     // Every change the slot had not confirmed when the broker came back is on the new topic.
     let expected: Vec<(String, u64)> = burst
         .iter()

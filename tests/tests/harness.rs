@@ -259,3 +259,50 @@ async fn close_off_runtime(consumer: StreamConsumer) {
     let closing = tokio::task::spawn_blocking(move || drop(consumer));
     let _ = tokio::time::timeout(Duration::from_secs(30), closing).await;
 }
+
+/// The broker contract the applier's restart relies on: a consumer assigned at an offset in the
+/// middle of a produced batch reads from exactly that offset (Kafka returns the whole batch and
+/// the client drops the records before it). The applier resumes at the first record of a source
+/// transaction not yet applied, which is usually inside a batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_assigned_inside_a_batch_reads_from_that_offset() -> TestResult {
+    let lab = Lab::get()?;
+    let topic = TestTopic::create(lab, "midbatch", 1).await?;
+    // One batch: a long linger, every record queued before the first is sent.
+    let producer: FutureProducer = producer_config(lab)
+        .set("linger.ms", "500")
+        .set("batch.num.messages", "1000")
+        .create()?;
+    let payloads: Vec<String> = (0..10).map(|i| format!("record {i}")).collect();
+    let mut sends = Vec::new();
+    for payload in &payloads {
+        let record = FutureRecord::<(), _>::to(topic.name())
+            .partition(0)
+            .payload(payload);
+        sends.push(producer.send_result(record).map_err(|(e, _)| e)?);
+    }
+    let mut offsets = Vec::new();
+    for send in sends {
+        let delivery = send.await?.map_err(|(e, _)| e)?;
+        offsets.push(delivery.offset);
+    }
+    let first = offsets[0];
+    assert_eq!(offsets, (first..first + 10).collect::<Vec<_>>());
+
+    for start in [first, first + 4, first + 9] {
+        let consumer: StreamConsumer = consumer_config(lab, &unique_name("it_group")).create()?;
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(topic.name(), 0, Offset::Offset(start))?;
+        consumer.assign(&assignment)?;
+        let received = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await??;
+        let got = (received.offset(), received.payload().map(<[u8]>::to_vec));
+        drop(received);
+        close_off_runtime(consumer).await;
+        let want = (
+            start,
+            Some(format!("record {}", start - first).into_bytes()),
+        );
+        assert_eq!(got, want, "assigned at {start}");
+    }
+    Ok(())
+}

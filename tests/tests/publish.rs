@@ -83,8 +83,8 @@ type Consumed = (Vec<u8>, Vec<u8>, i32, i64);
 
 /// Reads `count` records of `topic` from the start, with a consumer group of its own, and checks
 /// that they sit at offsets `0..count`. With `exactly`, also that the partition holds no more
-/// (its high watermark is `count`): not against Tansu 0.6, whose ListOffsets answers 1 for the
-/// latest offset whatever the partition holds.
+/// (its high watermark is `count`): not against Tansu 0.6, whose ListOffsets answers the base
+/// offset of the most recently written batch plus one.
 async fn consume(
     mut config: ClientConfig,
     topic: &str,

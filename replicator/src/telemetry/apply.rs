@@ -323,8 +323,8 @@ pub struct ConsumerLagMeasured<'a> {
 
 impl ConsumerLagMeasured<'_> {
     pub fn emit(self) {
-        // Tansu 0.6 reports a high watermark of 1 whatever the partition holds (catalogue docs):
-        // a negative difference is that, not a consumer ahead of the log.
+        // Tansu 0.6 answers ListOffsets short (catalogue docs): a negative difference is that,
+        // not a consumer ahead of the log.
         let lag = (self.high_watermark - self.position).max(0);
         global().set(&CONSUMER_LAG, &[self.source], lag as f64);
         tracing::trace!(

@@ -78,9 +78,9 @@ pub static SLOT_SAFE_WAL_SIZE: Metric = Metric {
 };
 
 /// High watermark of `source`'s topic minus the next offset the applier reads. **Tansu 0.6**
-/// (the lab's broker) answers ListOffsets with a wrong high watermark (1, whatever the partition
-/// holds), so there it reads 0 (a negative difference is clamped); against Apache Kafka it is
-/// exact.
+/// (the lab's broker) answers ListOffsets short (the base offset of the most recently written
+/// batch plus one, not the end of that batch), so there it reads low, often 0 (a negative
+/// difference is clamped); against Apache Kafka it is exact.
 pub static CONSUMER_LAG: Metric = Metric {
     name: "replicator_consumer_lag_records",
     help: "Records in source's topic not consumed yet (high watermark minus position).",

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::error::Error;
 
-use harness::Mesh;
+use harness::{Lab, Mesh};
 use serde_json::Value;
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -46,7 +46,7 @@ pub async fn local_noise(client: &Client, n: i32) -> AnyResult<()> {
 /// Gives every member's sidecar this region's URI for the shared database connection.
 pub fn allow_databases(mesh: &mut Mesh) -> AnyResult<()> {
     for member in &mut mesh.members {
-        let path = std::env::temp_dir().join(format!("{}-{}.json", mesh.prefix, member.region));
+        let path = Lab::get()?.scratch_file(&format!("{}-{}.json", mesh.prefix, member.region))?;
         let uri = |name: &str| serde_json::json!({"sqlalchemy_uri": format!("postgresql://{name}-{}/{name}", member.region)});
         let mut dbs = serde_json::Map::new();
         dbs.insert(DB_UUID.to_string(), uri("examples"));
