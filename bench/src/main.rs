@@ -190,7 +190,7 @@ fn notes(measure: &Measure) -> Vec<String> {
     if backlog.is_some_and(|rows| rows < 100_000) {
         notes.push(
             "P1 drains a smaller backlog than the issue's 100k transactions: at our applier's \
-             current rate (250-350 a second) 100k takes 5-6 minutes to drain alone \
+             current rate (about 450 a second) 100k takes nearly 4 minutes to drain alone \
              (`dev/bench backlog --rows 100000`)."
                 .into(),
         );

@@ -40,6 +40,7 @@ use super::local_config::LocalColumns;
 use super::local_form::ColumnTypes;
 use super::rows::{Rows, SqlTypes};
 use super::source_txn::{Assembler, Offset, RawRecord};
+use super::statements::Statements;
 use super::transaction::TxnApplier;
 
 /// The prefix of the replication origin the applier's transactions carry; the origin is
@@ -104,6 +105,7 @@ async fn session(config: &ApplierConfig, codec: &Codec, cancel: &CancellationTok
         types,
         Rows::new(sql_types),
         config.local_columns.clone(),
+        Statements::prepare(&client).await?,
     );
     let mut sources: BTreeMap<String, Source> = BTreeMap::new();
     let mut assignment = Vec::new();

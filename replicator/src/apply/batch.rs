@@ -111,6 +111,9 @@ impl Session<'_> {
         let mut applied = 0usize;
         let mut events = AfterCommit::default();
         let target = self.applier.region.to_string();
+        // A source transaction's savepoint is released when the next one is set, in the same
+        // message, or by the commit: one round trip per source transaction, not two.
+        let mut savepoint_open = false;
         for pending in items {
             let Pending {
                 source,
@@ -131,14 +134,18 @@ impl Session<'_> {
                     if let Some(h) = txn.heartbeat {
                         entry.beat = Some((h.beat, h.beat_time.0));
                     }
-                    tx.batch_execute("SAVEPOINT replicator_txn")
+                    let set = if savepoint_open {
+                        "RELEASE SAVEPOINT replicator_txn; SAVEPOINT replicator_txn"
+                    } else {
+                        "SAVEPOINT replicator_txn"
+                    };
+                    tx.batch_execute(set)
                         .await
                         .map_err(Error::pg("savepoint"))?;
+                    // Still open after a rollback to it, as after a success.
+                    savepoint_open = true;
                     match self.applier.apply(&tx, &txn).await {
                         Ok(Outcome::Applied(done)) => {
-                            tx.batch_execute("RELEASE SAVEPOINT replicator_txn")
-                                .await
-                                .map_err(Error::pg("release"))?;
                             applied += 1;
                             events.applied(TransactionApplied {
                                 source: source.clone(),

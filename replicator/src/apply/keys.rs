@@ -20,7 +20,7 @@
 
 use conflict::{Claim, EntityId, Hlc, KeyOutcome, RegionId};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::Transaction;
+use tokio_postgres::{Statement, Transaction};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -50,6 +50,8 @@ pub struct KeyContext<'a> {
     pub table: &'static str,
     pub policy: &'static TablePolicy,
     pub change: &'a envelope::EntityChange,
+    /// The session's prepared `replicator.register(table, local_id, uuid)`, for a new row.
+    pub register: &'a Statement,
 }
 
 /// What an insert did.
@@ -79,7 +81,26 @@ async fn savepoint(tx: &Transaction<'_>, statement: &str) -> Result<()> {
         .map_err(Error::pg(format!("`{statement}`")))
 }
 
-/// Inserts the row, settling collisions (module docs).
+/// Registers a new row's local id for its entity (nothing for a table without local ids).
+async fn register(tx: &Transaction<'_>, context: &KeyContext<'_>, id: Option<i64>) -> Result<()> {
+    let Some(id) = id else {
+        return Ok(());
+    };
+    tx.execute(
+        context.register,
+        &[&context.table, &id, &context.change.entity],
+    )
+    .await
+    .map(drop)
+    .map_err(|source| Error::ApplyRow {
+        table: context.table.to_owned(),
+        entity: context.change.entity,
+        context: "register the new row".into(),
+        source,
+    })
+}
+
+/// Inserts the row (and registers its local id), settling collisions (module docs).
 pub async fn insert(
     tx: &Transaction<'_>,
     rows: &mut Rows,
@@ -96,7 +117,13 @@ pub async fn insert(
         set?;
         let error = match written {
             Ok(id) => {
-                savepoint(tx, "RELEASE SAVEPOINT replicator_row").await?;
+                // Pipelined: the release and the new row's registration go out together.
+                let (released, registered) = tokio::join!(
+                    savepoint(tx, "RELEASE SAVEPOINT replicator_row"),
+                    register(tx, context, id)
+                );
+                released?;
+                registered?;
                 return Ok(Inserted::Row(id));
             }
             Err(error) => error,

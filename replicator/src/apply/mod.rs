@@ -8,9 +8,13 @@
 //! 4. writes rows, clocks, conflicts and the consumer position in **one** transaction under this
 //!    region's replication origin (so capture skips it).
 //!
-//! What exists so far is step 2 and the input of step 1: [`local_form`] turns the fields of one
-//! canonical [`envelope::EntityChange`] into column values in this region's terms, or says which
-//! uuids the write still waits for (step 1 parks on them), or why the row cannot exist here.
+//! Where each part lives: [`consumer`] reads the topics from the stored positions,
+//! [`source_txn`] reassembles source transactions, [`local_form`] turns a canonical
+//! [`envelope::EntityChange`] into column values in this region's terms (or says which uuids the
+//! write waits for), [`transaction`] merges and writes one source transaction ([`versions`],
+//! [`rows`], [`keys`], [`derived`]), `batch` applies many in one database transaction with the
+//! positions ([`ledger`]), and [`applier`] runs the session; [`statements`] are the per-change
+//! statements it prepares once.
 
 pub mod applier;
 mod batch;
@@ -22,5 +26,6 @@ pub mod local_config;
 pub mod local_form;
 pub mod rows;
 pub mod source_txn;
+pub mod statements;
 pub mod transaction;
 pub mod versions;

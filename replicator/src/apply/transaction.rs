@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use conflict::{EntityState, FieldPath, FieldVersion, Hlc, RegionId};
 use envelope::EntityChange;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::Transaction;
+use tokio_postgres::{Statement, Transaction};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -36,6 +36,7 @@ use super::local_config::LocalColumns;
 use super::local_form::{self, ColumnTypes, LocalForm, LocalValue, Translated, UuidLookup};
 use super::rows::{RowKey, Rows};
 use super::source_txn::SourceTxn;
+use super::statements::Statements;
 use super::versions::{self, Stamp};
 
 /// What became of a source transaction.
@@ -67,8 +68,9 @@ pub struct Applied {
     pub conflicts_detected: Vec<crate::telemetry::apply::ConflictDetected>,
 }
 
-/// Registry lookups inside the apply transaction, so a row inserted earlier in it is found.
-pub struct TxLookup<'a, 't>(pub &'a Transaction<'t>);
+/// Registry lookups inside the apply transaction, so a row inserted earlier in it is found, with
+/// the session's prepared lookup.
+pub struct TxLookup<'a, 't>(pub &'a Transaction<'t>, pub &'a Statement);
 
 impl std::fmt::Debug for TxLookup<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,7 +83,7 @@ impl UuidLookup for TxLookup<'_, '_> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        local_form::query_local_ids(self.0, local_form::LOCAL_IDS_SQL, keys).await
+        local_form::query_local_ids(self.0, self.1, keys).await
     }
 }
 
@@ -93,6 +95,7 @@ pub struct TxnApplier {
     pub(super) types: ColumnTypes,
     pub(super) rows: Rows,
     pub(super) local_columns: LocalColumns,
+    pub(super) statements: Statements,
 }
 
 /// One entity change, translated and merged, ready to write.
@@ -114,6 +117,7 @@ impl TxnApplier {
         types: ColumnTypes,
         rows: Rows,
         local_columns: LocalColumns,
+        statements: Statements,
     ) -> Self {
         TxnApplier {
             policy,
@@ -121,6 +125,7 @@ impl TxnApplier {
             types,
             rows,
             local_columns,
+            statements,
         }
     }
 
@@ -128,8 +133,10 @@ impl TxnApplier {
     /// `tx` back: what was written before is not undone here.
     pub async fn apply(&mut self, tx: &Transaction<'_>, txn: &SourceTxn) -> Result<Outcome> {
         let mut applied = Applied::default();
-        let mut form =
-            LocalForm::with_policy(self.policy, self.region, TxLookup(tx), self.types.clone());
+        // A clone (statements are reference-counted): `plan` and `write` borrow `self` mutably.
+        let local_ids = self.statements.local_ids.clone();
+        let lookup = TxLookup(tx, &local_ids);
+        let mut form = LocalForm::with_policy(self.policy, self.region, lookup, self.types.clone());
         for change in &txn.changes {
             let plan = match self.plan(tx, &mut form, change, &mut applied).await? {
                 Step::Ready(plan) => plan,
@@ -169,7 +176,14 @@ impl TxnApplier {
             .map(|f| f.path.as_str().to_owned())
             .collect();
         let wants_all = incoming_exists == Some(false);
-        let local = versions::load(tx, table, entity, (!wants_all).then_some(&names[..])).await?;
+        let local = versions::load(
+            tx,
+            &self.statements.load_versions,
+            table,
+            entity,
+            (!wants_all).then_some(&names[..]),
+        )
+        .await?;
         if !local.known && incoming_exists.is_none() {
             return Ok(Step::Park {
                 waiting: vec![(table.to_owned(), entity)],
@@ -206,7 +220,7 @@ impl TxnApplier {
         };
         let key = match (policy.local_id, local.known) {
             (Some(_), true) => local.local_id.map(RowKey::Id),
-            _ => row_key(tx, table, policy, entity).await?,
+            _ => row_key(tx, &self.statements, table, policy, entity).await?,
         };
         let merge_error = |source| Error::Merge {
             table: table.to_owned(),
@@ -333,20 +347,16 @@ impl TxnApplier {
                 if let Some(park) = self.identify(table, policy, entity, &mut columns)? {
                     return Ok(Some(park));
                 }
+                let register = self.statements.register.clone();
                 let context = KeyContext {
                     table,
                     policy,
                     change,
+                    register: &register,
                 };
                 match keys::insert(tx, &mut self.rows, &context, &mut columns, applied).await? {
                     keys::Inserted::Row(id) => {
                         if let Some(id) = id {
-                            tx.execute(
-                                "SELECT replicator.register($1, $2, $3)",
-                                &[&table, &id, &entity],
-                            )
-                            .await
-                            .map_err(row_error("register the new row"))?;
                             derived::after_write(tx, table, id).await?;
                         }
                         applied.inserted += 1;
@@ -375,6 +385,7 @@ impl TxnApplier {
                         table,
                         policy,
                         change,
+                        register: &self.statements.register,
                     };
                     if keys::update(tx, &mut self.rows, &context, key, changed, applied).await? {
                         if let RowKey::Id(id) = key {
@@ -412,8 +423,8 @@ impl TxnApplier {
             .collect();
         versions::save(
             tx,
-            table,
-            entity,
+            &self.statements.save_versions,
+            (table, entity),
             merged.state.clock(),
             alive_after,
             max_hlc,
@@ -499,13 +510,16 @@ pub(super) fn key_column(policy: &TablePolicy) -> &'static str {
 /// for a table without local ids, its uuid when a row holds it.
 async fn row_key(
     tx: &Transaction<'_>,
+    statements: &Statements,
     table: &str,
     policy: &TablePolicy,
     entity: Uuid,
 ) -> Result<Option<RowKey>> {
     match policy.local_id {
         Some(_) => {
-            let found = TxLookup(tx).local_ids(&[(table, entity)]).await?;
+            let found = TxLookup(tx, &statements.local_ids)
+                .local_ids(&[(table, entity)])
+                .await?;
             Ok(found.first().map(|(_, _, id)| RowKey::Id(*id)))
         }
         None => {

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use conflict::{Counter, Dot, FieldPath, Hlc, RegionId, VersionVector};
 use serde_json::Value;
-use tokio_postgres::GenericClient;
+use tokio_postgres::{GenericClient, ToStatement};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -42,28 +42,9 @@ pub struct LocalVersions {
     pub local_id: Option<i64>,
 }
 
-fn bad(what: &str, detail: impl std::fmt::Display) -> Error {
-    Error::StreamShape {
-        problem: format!("replicator state: {what}: {detail}"),
-    }
-}
-
-/// Loads (and locks) an entity's versions; `fields` `None` loads every stored field. One round
-/// trip: the entity row (locked), its field stamps, and the newest local id registered for it.
-pub async fn load(
-    client: &impl GenericClient,
-    table: &str,
-    uuid: Uuid,
-    fields: Option<&[String]>,
-) -> Result<LocalVersions> {
-    let names: Option<Vec<&str>> = fields.map(|fields| {
-        let mut names: Vec<&str> = fields.iter().map(String::as_str).collect();
-        names.push("$exists");
-        names
-    });
-    let rows = client
-        .query(
-            "SELECT e.clock, e.alive, e.max_hlc,
+/// [`load`]'s statement (`$1` table, `$2` uuid, `$3` field names or NULL for all): the entity
+/// row, locked, its field stamps, and the newest local id registered for it.
+pub const LOAD_SQL: &str = "SELECT e.clock, e.alive, e.max_hlc,
                     (SELECT max(r.local_id) FROM replicator.registry AS r
                      WHERE r.table_name = $1 AND r.uuid = $2),
                     f.field, f.region, f.counter, f.hlc
@@ -72,9 +53,57 @@ pub async fn load(
                ON f.table_name = e.table_name AND f.uuid = e.uuid
               AND ($3::text[] IS NULL OR f.field = ANY($3::text[]))
              WHERE e.table_name = $1 AND e.uuid = $2
-             FOR UPDATE OF e",
-            &[&table, &uuid, &names],
-        )
+             FOR UPDATE OF e";
+
+/// [`save`]'s statement. The stored clock is joined, not overwritten: a local write of a
+/// brand-new entity (an association added here at the same moment) may have bumped it since it
+/// was read.
+pub const SAVE_SQL: &str = "WITH e AS (
+                 INSERT INTO replicator.entity AS e (table_name, uuid, clock, max_hlc, alive)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (table_name, uuid) DO UPDATE SET
+                     clock = (SELECT coalesce(jsonb_object_agg(k, n), '{}'::jsonb)
+                              FROM (SELECT k, max(v::bigint) AS n
+                                    FROM (SELECT * FROM jsonb_each_text(e.clock)
+                                          UNION ALL SELECT * FROM jsonb_each_text(EXCLUDED.clock))
+                                         AS kv (k, v)
+                                    GROUP BY k) AS joined),
+                     max_hlc = greatest(e.max_hlc, EXCLUDED.max_hlc),
+                     alive = EXCLUDED.alive
+                 RETURNING 1)
+             INSERT INTO replicator.field_version AS f (table_name, uuid, field, region, counter, hlc)
+             SELECT $1, $2, w.field, w.region, w.counter, w.hlc
+             FROM unnest($6::text[], $7::text[], $8::bigint[], $9::bigint[])
+                  AS w (field, region, counter, hlc), e
+             ON CONFLICT (table_name, uuid, field) DO UPDATE SET
+                 region = EXCLUDED.region, counter = EXCLUDED.counter, hlc = EXCLUDED.hlc,
+                 xid = NULL";
+
+fn bad(what: &str, detail: impl std::fmt::Display) -> Error {
+    Error::StreamShape {
+        problem: format!("replicator state: {what}: {detail}"),
+    }
+}
+
+/// Loads (and locks) an entity's versions with `statement` ([`LOAD_SQL`], prepared or as text);
+/// `fields` `None` loads every stored field. One round trip when prepared.
+pub async fn load<T>(
+    client: &impl GenericClient,
+    statement: &T,
+    table: &str,
+    uuid: Uuid,
+    fields: Option<&[String]>,
+) -> Result<LocalVersions>
+where
+    T: ToStatement + ?Sized + Sync + Send,
+{
+    let names: Option<Vec<&str>> = fields.map(|fields| {
+        let mut names: Vec<&str> = fields.iter().map(String::as_str).collect();
+        names.push("$exists");
+        names
+    });
+    let rows = client
+        .query(statement, &[&table, &uuid, &names])
         .await
         .map_err(Error::pg("read an entity's versions"))?;
     let Some(first) = rows.first() else {
@@ -122,16 +151,20 @@ pub async fn load(
     })
 }
 
-/// Writes a merged entity: its clock, existence, greatest hlc, and the stamps of `written`.
-pub async fn save(
+/// Writes a merged entity with `statement` ([`SAVE_SQL`], prepared or as text): its clock,
+/// existence, greatest hlc, and the stamps of `written`, for entity `(table, uuid)`.
+pub async fn save<T>(
     client: &impl GenericClient,
-    table: &str,
-    uuid: Uuid,
+    statement: &T,
+    (table, uuid): (&str, Uuid),
     clock: &VersionVector,
     alive: bool,
     max_hlc: Hlc,
     written: &[(FieldPath, Stamp)],
-) -> Result<()> {
+) -> Result<()>
+where
+    T: ToStatement + ?Sized + Sync + Send,
+{
     let clock = serde_json::to_value(clock).map_err(|e| bad("a clock", e))?;
     let max_hlc = max_hlc.to_i64().map_err(|e| bad("max_hlc", e))?;
     let mut fields = Vec::with_capacity(written.len());
@@ -144,30 +177,9 @@ pub async fn save(
         counters.push(i64::try_from(stamp.dot.counter.0).map_err(|e| bad("a counter", e))?);
         hlcs.push(stamp.hlc.to_i64().map_err(|e| bad("an hlc", e))?);
     }
-    // The stored clock is joined, not overwritten: a local write of a brand-new entity (an
-    // association added here at the same moment) may have bumped it since it was read.
     client
         .execute(
-            "WITH e AS (
-                 INSERT INTO replicator.entity AS e (table_name, uuid, clock, max_hlc, alive)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (table_name, uuid) DO UPDATE SET
-                     clock = (SELECT coalesce(jsonb_object_agg(k, n), '{}'::jsonb)
-                              FROM (SELECT k, max(v::bigint) AS n
-                                    FROM (SELECT * FROM jsonb_each_text(e.clock)
-                                          UNION ALL SELECT * FROM jsonb_each_text(EXCLUDED.clock))
-                                         AS kv (k, v)
-                                    GROUP BY k) AS joined),
-                     max_hlc = greatest(e.max_hlc, EXCLUDED.max_hlc),
-                     alive = EXCLUDED.alive
-                 RETURNING 1)
-             INSERT INTO replicator.field_version AS f (table_name, uuid, field, region, counter, hlc)
-             SELECT $1, $2, w.field, w.region, w.counter, w.hlc
-             FROM unnest($6::text[], $7::text[], $8::bigint[], $9::bigint[])
-                  AS w (field, region, counter, hlc), e
-             ON CONFLICT (table_name, uuid, field) DO UPDATE SET
-                 region = EXCLUDED.region, counter = EXCLUDED.counter, hlc = EXCLUDED.hlc,
-                 xid = NULL",
+            statement,
             &[
                 &table, &uuid, &clock, &max_hlc, &alive, &fields, &regions, &counters, &hlcs,
             ],
